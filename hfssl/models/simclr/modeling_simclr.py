@@ -1,0 +1,58 @@
+"""SimCLR as a transformers ``PreTrainedModel``.
+
+Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations".
+Reads like the paper's Algorithm 1: two augmented views -> encoder f -> projection g -> NT-Xent.
+The views are made on the device by :mod:`hfssl.augment` before ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers.utils import ModelOutput
+
+from ...heads import ProjectionHead
+from ...losses import nt_xent
+from ..vision import VisionSSLPreTrainedModel
+from .configuration_simclr import SimCLRConfig
+
+
+@dataclass
+class SimCLROutput(ModelOutput):
+    """
+    Args:
+        loss: scalar NT-Xent over the (global) batch, present when ``return_loss``.
+        embeddings: (V * B, projection_dim) projections z of all views, view-major.
+        features: (V * B, D) pooled backbone features h of all views, view-major.
+    """
+
+    loss: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+
+
+class SimCLRModel(VisionSSLPreTrainedModel):
+    config_class = SimCLRConfig
+
+    def __init__(self, config: SimCLRConfig):
+        super().__init__(config)
+        self.projection_head = ProjectionHead(
+            self.feature_dim, config.projection_hidden_dim, config.projection_dim, config.projection_num_layers
+        )
+        self.post_init()
+
+    def forward(self, views: Sequence[torch.Tensor], return_loss: bool = True) -> SimCLROutput:
+        """
+        Args:
+            views: two normalised views of the same B images, each (B, C, H, W) (or a (2, B, C, H, W) tensor).
+            return_loss: compute the NT-Xent loss.
+        """
+        if len(views) != 2:
+            raise ValueError(f"SimCLR takes exactly 2 views of each image, got {len(views)}.")
+        batch_size = views[0].shape[0]
+        h = self.get_image_features(torch.cat(list(views)))  # one backbone pass over both views
+        z = self.projection_head(h)
+        loss = nt_xent(z[:batch_size], z[batch_size:], self.config.tau) if return_loss else None
+        return SimCLROutput(loss=loss, embeddings=z, features=h)

@@ -1,0 +1,74 @@
+"""What every vision SSL model shares: a nested transformers backbone, pooled features, export.
+
+A method's config subclasses :class:`VisionSSLConfig` (which nests the backbone's config as
+``backbone_config``) and its model subclasses :class:`VisionSSLPreTrainedModel` (which builds
+``self.backbone`` from it). One level of inheritance, nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+
+from ..backbones import backbone_feature_dim, build_backbone, pooled_features, resolve_pooling
+
+
+class VisionSSLConfig(PreTrainedConfig):
+    """Base config of vision SSL models.
+
+    Args:
+        backbone_config: config (or dict with ``model_type``) of any transformers vision encoder;
+            defaults to a ViT-Base config.
+        pooling: how the backbone's output becomes one (D,) vector per image: ``"auto"``,
+            ``"cls"``, ``"mean"`` or ``"pooler"`` (see :mod:`hfssl.backbones`).
+    """
+
+    sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="vit")}
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    pooling: str = "auto"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        resolve_pooling(self.backbone_config, self.pooling)  # validates the choice
+
+
+class VisionSSLPreTrainedModel(PreTrainedModel):
+    """Base class: ``self.backbone`` is a plain transformers model built from ``config.backbone_config``."""
+
+    main_input_name = "pixel_values"
+    base_model_prefix = "hfssl"
+    supports_gradient_checkpointing = True
+    accepts_loss_kwargs = False  # forward returns a mean loss; Trainer must not rescale it
+
+    def __init__(self, config: VisionSSLConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config.backbone_config)
+        self.feature_dim = backbone_feature_dim(config.backbone_config)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features of normalised images: (B, C, H, W) -> (B, D)."""
+        return pooled_features(self.backbone, pixel_values, self.config.pooling)
+
+    def export_backbone(self, save_directory: str | os.PathLike, image_processor=None) -> None:
+        """Write the backbone alone (with ``image_processor`` beside it, when given) as a plain
+        transformers checkpoint: ``transformers.AutoModel.from_pretrained(save_directory)`` loads
+        it in a process that never imported hfssl."""
+        self.backbone.save_pretrained(save_directory)
+        if image_processor is not None:
+            image_processor.save_pretrained(save_directory)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """Heads only: the backbone initialises itself with its own scheme."""
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, (torch.nn.BatchNorm1d, torch.nn.LayerNorm)):
+            if module.weight is not None:
+                torch.nn.init.ones_(module.weight)
+                torch.nn.init.zeros_(module.bias)

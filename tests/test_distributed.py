@@ -1,0 +1,80 @@
+"""2 processes (gloo) against 1 process on the concatenated batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from hfssl.distributed import gather, world_size
+from hfssl.losses import nt_xent
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _full_batch(sizes):
+    generator = torch.Generator().manual_seed(1)
+    total = sum(sizes)
+    return torch.randn(total, 6, generator=generator, dtype=torch.float64), torch.randn(total, 6, generator=generator, dtype=torch.float64)
+
+
+def _worker(rank: int, port: int, sizes, result_path: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        z1, z2 = _full_batch(sizes)
+        start = sum(sizes[:rank])
+        local1 = z1[start : start + sizes[rank]].clone().requires_grad_(True)
+        local2 = z2[start : start + sizes[rank]].clone().requires_grad_(True)
+        loss = nt_xent(local1, local2, tau=0.3)
+        loss.backward()
+        gathered = gather(local1.detach())
+        torch.save(
+            {"loss": loss.detach(), "grad1": local1.grad, "grad2": local2.grad, "gathered": gathered, "world": world_size()},
+            f"{result_path}.{rank}",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(tmp_path, sizes):
+    result_path = str(tmp_path / "result")
+    mp.spawn(_worker, args=(_free_port(), sizes, result_path), nprocs=WORLD, join=True)
+    return [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
+
+
+def test_gathered_nt_xent_equals_single_process_loss_and_gradients(tmp_path):
+    sizes = [4, 4]
+    results = _run(tmp_path, sizes)
+    z1, z2 = _full_batch(sizes)
+    z1.requires_grad_(True)
+    z2.requires_grad_(True)
+    full_loss = nt_xent(z1, z2, tau=0.3)
+    full_loss.backward()
+
+    assert all(r["world"] == WORLD for r in results)
+    torch.testing.assert_close(results[0]["gathered"], z1.detach())
+    # DDP averages per-process losses and gradients: the mean of the local losses is the full loss,
+    # and each process's input gradient, divided by the world size, is the full-batch gradient.
+    mean_loss = sum(r["loss"] for r in results) / WORLD
+    assert abs(mean_loss.item() - full_loss.item()) < 1e-5
+    grad1 = torch.cat([r["grad1"] for r in results]) / WORLD
+    grad2 = torch.cat([r["grad2"] for r in results]) / WORLD
+    torch.testing.assert_close(grad1, z1.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grad2, z2.grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sizes", [[3, 5]])
+def test_gather_handles_unequal_batches(tmp_path, sizes):
+    results = _run(tmp_path, sizes)
+    z1, _ = _full_batch(sizes)
+    for r in results:
+        torch.testing.assert_close(r["gathered"], z1)
