@@ -1,0 +1,19 @@
+"""Frozen-feature and fine-tuning evaluation protocols for self-supervised encoders."""
+
+from .features import extract_features
+from .finetune import ImageClassifier, finetune_classifier
+from .knn import knn_accuracy, knn_predict
+from .linear_probe import linear_probe_accuracy
+from .metric_modules import available_metrics, compute_accuracy, load_metric
+
+__all__ = [
+    "ImageClassifier",
+    "available_metrics",
+    "compute_accuracy",
+    "extract_features",
+    "finetune_classifier",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_probe_accuracy",
+    "load_metric",
+]
