@@ -61,16 +61,25 @@ def _parse_value(text: str):
 
 
 def apply_config_overrides(config: PreTrainedConfig, overrides: str | dict | None) -> PreTrainedConfig:
-    """Set attributes of ``config`` from an overrides string or dict; unknown keys are an error."""
-    values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else overrides
-    for key, value in values.items():
+    """A copy of ``config`` rebuilt with the overrides (a string or dict); unknown keys are an error.
+
+    The config is re-instantiated rather than patched, so fields derived in its constructor
+    (e.g. a ResNet's ``stage_names`` from ``depths``) stay consistent and save/load round-trips.
+    """
+    values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
+    if not values:
+        return config
+    for key in values:
         if not hasattr(config, key):
             raise ValueError(
                 f"{type(config).__name__} has no attribute {key!r}; check the spelling in the config overrides "
                 f"(known attributes include: {', '.join(sorted(config.to_dict())[:40])}, ...)."
             )
-        setattr(config, key, value)
-    return config
+    rebuilt = {**config.to_dict(), **values}
+    for derived in ("stage_names", "out_features", "out_indices"):
+        if derived not in values:
+            rebuilt.pop(derived, None)
+    return type(config).from_dict(rebuilt)
 
 
 def is_checkpoint(backbone: str) -> bool:
@@ -97,8 +106,9 @@ def build_backbone_config(
                 f"Unknown backbone {backbone!r}: pass a transformers vision model type (e.g. vit, resnet, convnext, "
                 f"swin, dinov2) or the path of a checkpoint directory."
             ) from error
+        values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
         if image_size is not None and hasattr(config, "image_size"):
-            config.image_size = image_size
+            overrides = {"image_size": image_size, **values}
     return apply_config_overrides(config, overrides)
 
 

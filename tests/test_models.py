@@ -78,12 +78,15 @@ print(type(model).__name__)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "vit"
 
 
-def test_single_channel_backbone_and_overrides():
+def test_single_channel_backbone_and_overrides(tmp_path):
     config = build_backbone_config("resnet", "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1],layer_type=basic")
     assert config.num_channels == 1 and config.hidden_sizes == [8, 16]
     model = build_vision_ssl_model(hfssl.METHODS["simclr"], "resnet", "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1]", "projection_dim=8,tau=0.2")
     assert model.config.tau == 0.2 and model.config.projection_dim == 8
     assert model.get_image_features(torch.randn(3, 1, 16, 16)).shape == (3, 16)
+    # overrides that change the number of stages keep the derived fields consistent, so it reloads
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).backbone_config.stage_names == ["stem", "stage1", "stage2"]
 
 
 def test_backbone_from_checkpoint_keeps_its_weights(tmp_path):

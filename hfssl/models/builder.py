@@ -19,7 +19,7 @@ def build_vision_ssl_model(
     """
     backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size)
     config = method.config_class(backbone_config=backbone_config, pooling=pooling)
-    apply_config_overrides(config, config_overrides)
+    config = apply_config_overrides(config, config_overrides)
     model = method.model_class(config)
     if is_checkpoint(backbone):
         model.backbone.load_state_dict(build_backbone(backbone_config, checkpoint=backbone).state_dict())
