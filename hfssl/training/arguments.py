@@ -1,0 +1,34 @@
+"""Training arguments shared by every SSL recipe: transformers' ``TrainingArguments`` plus SSL options."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class SSLTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with defaults suited to label-free training, and kNN/LARS options."""
+
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: SSL batches carry images the model's forward does not name."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True, metadata={"help": "Drop the last incomplete batch (BatchNorm heads and equal per-process batches need it)."}
+    )
+    knn_k: int = field(default=200, metadata={"help": "Neighbours of the weighted kNN evaluation (InstDisc protocol: 200)."})
+    knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN vote weights exp(sim / T) (InstDisc: 0.1)."})
+    use_lars: bool = field(default=False, metadata={"help": "Use LARS (SGD + momentum + trust ratio) instead of --optim."})
+    lars_eta: float = field(default=0.001, metadata={"help": "LARS trust coefficient."})
+    lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and self.world_size == 1:
+            raise ValueError(
+                f"{launched} processes were launched but training would run unparallelised in each of them "
+                "(accelerate found no GPU). On a machine without GPUs pass --use_cpu to train over gloo."
+            )

@@ -1,0 +1,86 @@
+"""Model cards for hfssl checkpoints: method, data, backbone, metrics and how to use them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+CARD_TEMPLATE = """---
+library_name: transformers
+tags:
+- hfssl
+- self-supervised-learning
+- {method}
+---
+
+# {name}
+
+A {backbone_type} backbone pretrained with **{method_title}** using hfssl.
+
+- **Method:** {method_title} (`hfssl.METHODS["{method}"]`)
+- **Data:** {data}
+- **Backbone:** `{backbone_type}`, {num_parameters:,} parameters, pooled features of width {feature_dim} (pooling `{pooling}`)
+- **Training:** {training}
+
+## Results
+
+{metrics_table}
+
+## Use
+
+```python
+import hfssl  # registers the hfssl model types
+from transformers import AutoModel, AutoImageProcessor
+
+model = AutoModel.from_pretrained("{name}")           # {model_class}
+processor = AutoImageProcessor.from_pretrained("{name}")
+features = model.get_image_features(**processor(images, return_tensors="pt"))  # (B, {feature_dim})
+```
+
+The `backbone/` folder (when present) is a plain transformers `{backbone_class}` that loads without hfssl:
+`AutoModel.from_pretrained("<this repo>/backbone")`.
+"""
+
+
+def metrics_table(metrics: dict) -> str:
+    rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in sorted(metrics.items())]
+    return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "No evaluation was run."
+
+
+def write_model_card(output_dir: str, model, method: str, data_description: str, training_summary: str, metrics: dict) -> str:
+    """Write ``README.md`` in ``output_dir`` and return its text."""
+    config = model.config
+    card = CARD_TEMPLATE.format(
+        name=os.path.basename(os.path.normpath(output_dir)),
+        method=method,
+        method_title=method.upper() if len(method) <= 4 else method.capitalize(),
+        data=data_description,
+        backbone_type=config.backbone_config.model_type,
+        backbone_class=type(model.backbone).__name__,
+        model_class=type(model).__name__,
+        num_parameters=sum(p.numel() for p in model.backbone.parameters()),
+        feature_dim=model.feature_dim,
+        pooling=config.pooling,
+        training=training_summary,
+        metrics_table=metrics_table(metrics),
+    )
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "README.md"), "w") as handle:
+        handle.write(card)
+    return card
+
+
+def training_summary(args) -> str:
+    """One line describing the optimisation, from ``TrainingArguments``."""
+    optimizer = "LARS" if getattr(args, "use_lars", False) else str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+    return json.dumps(
+        {
+            "optimizer": optimizer,
+            "learning_rate": args.learning_rate,
+            "weight_decay": args.weight_decay,
+            "per_device_batch_size": args.per_device_train_batch_size,
+            "epochs": args.num_train_epochs,
+            "max_steps": args.max_steps,
+            "seed": args.seed,
+        }
+    )

@@ -1,0 +1,131 @@
+"""SSLTrainer: one ``transformers.Trainer`` for every vision SSL method.
+
+What it adds to ``Trainer``:
+
+* views are made on the device from the uint8 batch (``view_generator``), inside ``compute_loss``;
+* optimizer groups exclude biases and norms from weight decay; ``--use_lars`` switches to LARS;
+* each training log carries collapse monitors of the last batch's embeddings;
+* each evaluation adds weighted-kNN accuracy on the labelled eval split, with a labelled train
+  split as the memory bank.
+
+Everything the Trainer does itself (schedules, gradient accumulation, checkpoints with RNG
+states, resume, progress bars, Hub pushes) is left to it. Callbacks passed to the trainer run
+after the optimizer step (``on_step_end``), so per-step schedules stay exact under gradient
+accumulation and resume.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from ..evaluation.features import extract_features
+from ..evaluation.knn import knn_accuracy
+from .monitors import effective_rank, embedding_std
+from .optim import LARS, decay_parameter_names
+
+
+class SSLTrainer(Trainer):
+    """
+    Args (beyond ``Trainer``'s):
+        view_generator: uint8 (B, C, H, W) -> list of normalised float views, on the device.
+        eval_transform: uint8 (B, C, H, W) -> normalised float images, for feature extraction.
+        knn_train_dataset: labelled dataset whose features form the kNN memory bank; with a
+            labelled ``eval_dataset`` it turns on ``eval_knn_accuracy``.
+    """
+
+    def __init__(self, *args, view_generator: nn.Module, eval_transform: nn.Module, knn_train_dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.view_generator = view_generator
+        self.eval_transform = eval_transform
+        self.knn_train_dataset = knn_train_dataset
+        self.model_card_text: str | None = None  # set by the recipe once metrics are measured
+        self._last_outputs = None
+
+    # ---- loss -------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        views = self.view_generator(inputs["pixel_values"])
+        outputs = model(views=views)
+        if model.training:
+            self._last_outputs = outputs
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss only: the embeddings of the eval set are not collected."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs).detach()
+        return loss, None, None
+
+    # ---- optimizer --------------------------------------------------------------------------
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or not self.args.use_lars:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(model))
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for name, p in trainable if name in decay], "weight_decay": self.args.weight_decay},
+            {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0, "lars_exclude": True},
+        ]
+        self.optimizer = LARS(groups, lr=self.args.learning_rate, momentum=self.args.lars_momentum, eta=self.args.lars_eta)
+        return self.optimizer
+
+    # ---- logging ----------------------------------------------------------------------------
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add collapse monitors of this process's last training batch to training logs."""
+        if "loss" in logs and self._last_outputs is not None:
+            embeddings = getattr(self._last_outputs, "embeddings", None)
+            features = getattr(self._last_outputs, "features", None)
+            if embeddings is not None:
+                logs["embedding_std"] = round(embedding_std(embeddings.detach()), 6)
+                logs["embedding_rank"] = round(effective_rank(embeddings.detach()), 3)
+            if features is not None:
+                logs["feature_rank"] = round(effective_rank(features.detach()), 3)
+        super().log(logs, start_time)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Write hfssl's card (method, data, backbone, metrics) instead of Trainer's supervised one."""
+        if self.model_card_text is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            with open(os.path.join(self.args.output_dir, "README.md"), "w") as handle:
+                handle.write(self.model_card_text)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.knn_train_dataset is not None and "label" in dataloader.dataset.column_names:
+            output.metrics[f"{metric_key_prefix}_knn_accuracy"] = self.knn_accuracy(dataloader.dataset)
+        return output
+
+    def feature_dataloader(self, dataset) -> DataLoader:
+        """An in-order loader over every row of ``dataset`` (never drops the last batch), sharded
+        over processes, for feature extraction."""
+        loader = DataLoader(
+            dataset,
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    @torch.no_grad()
+    def knn_accuracy(self, eval_dataset) -> float:
+        """Weighted kNN accuracy (``--knn_k``, ``--knn_temperature``) of the current backbone."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        encode = model.get_image_features
+        bank = extract_features(encode, self.feature_dataloader(self.knn_train_dataset), self.eval_transform, self.accelerator)
+        queries = extract_features(encode, self.feature_dataloader(eval_dataset), self.eval_transform, self.accelerator)
+        model.train(was_training)
+        return knn_accuracy(*bank, *queries, k=self.args.knn_k, temperature=self.args.knn_temperature)

@@ -1,0 +1,115 @@
+import pytest
+import torch
+from conftest import tiny_resnet_config
+from transformers import TrainerCallback
+
+from hfssl import SimCLRConfig, SimCLRModel
+from hfssl.augment import EvalTransform, simclr_view_generator
+from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
+from hfssl.training import LARS, SSLTrainer, SSLTrainingArguments, decay_parameter_names, effective_rank, embedding_std
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_vision_datasets(VisionDataArguments(dataset_name="builtin:digits"))
+
+
+class StopAfter(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def make_trainer(output_dir, digits, **overrides):
+    torch.manual_seed(0)
+    model = SimCLRModel(SimCLRConfig(backbone_config=tiny_resnet_config(), projection_hidden_dim=32, projection_dim=16, tau=0.5))
+    defaults = dict(
+        output_dir=str(output_dir), per_device_train_batch_size=32, per_device_eval_batch_size=64, learning_rate=1e-3,
+        max_steps=4, logging_steps=1, save_steps=2, save_strategy="steps", report_to="none", seed=7, use_cpu=True,
+        disable_tqdm=True, dataloader_num_workers=0,
+    )
+    args = SSLTrainingArguments(**{**defaults, **overrides})
+    return SSLTrainer(
+        model=model,
+        args=args,
+        train_dataset=digits.train,
+        eval_dataset=digits.eval,
+        data_collator=ImageCollator(image_size=16),
+        view_generator=simclr_view_generator(16, 3),
+        eval_transform=EvalTransform(16, 3),
+        knn_train_dataset=digits.train,
+    )
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits):
+    straight = make_trainer(tmp_path / "straight", digits)
+    straight.train()
+    interrupted = make_trainer(tmp_path / "interrupted", digits)
+    interrupted.add_callback(StopAfter(2))  # as if the job were killed after the checkpoint at step 2
+    interrupted.train()
+    resumed = make_trainer(tmp_path / "interrupted", digits)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
+    expected, actual = straight.model.state_dict(), resumed.model.state_dict()
+    assert any(not torch.equal(expected[k], interrupted.model.state_dict()[k]) for k in expected)  # steps 3-4 changed weights
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
+
+
+def test_logs_carry_loss_learning_rate_and_collapse_monitors(tmp_path, digits):
+    trainer = make_trainer(tmp_path, digits, save_strategy="no")
+    trainer.train()
+    train_logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(train_logs) == 4
+    for log in train_logs:
+        assert {"learning_rate", "embedding_std", "embedding_rank", "feature_rank"} <= log.keys()
+        assert 0 < log["embedding_std"] <= 1 and 1 <= log["embedding_rank"] <= 16
+
+
+def test_evaluation_reports_loss_and_knn_accuracy(tmp_path, digits):
+    trainer = make_trainer(tmp_path, digits, save_strategy="no", max_steps=1)
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] > 0
+    assert 0.1 < metrics["eval_knn_accuracy"] <= 1.0  # digits: even random features beat chance (0.1)
+
+
+def test_weight_decay_groups_exclude_norms_and_biases(tmp_path, digits):
+    trainer = make_trainer(tmp_path, digits)
+    names = set(decay_parameter_names(trainer.model))
+    for name, parameter in trainer.model.named_parameters():
+        is_norm_or_bias = name.endswith("bias") or "normalization" in name or ".layers.1." in name
+        assert (name in names) == (parameter.ndim > 1)
+        if is_norm_or_bias:
+            assert name not in names
+    optimizer = trainer.create_optimizer()
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    assert decayed == {id(p) for n, p in trainer.model.named_parameters() if n in names} or trainer.args.weight_decay == 0
+
+
+def test_lars_trust_ratio_and_exclusion():
+    weight = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
+    bias = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = LARS([{"params": [weight], "weight_decay": 0.0}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
+                     lr=1.0, momentum=0.0, eta=0.1)
+    weight.grad = torch.tensor([0.0, 10.0])  # ||g|| = 10 -> trust = 0.1 * 5 / 10 = 0.05
+    bias.grad = torch.tensor([2.0])
+    optimizer.step()
+    torch.testing.assert_close(weight.detach(), torch.tensor([3.0, 3.5]))
+    torch.testing.assert_close(bias.detach(), torch.tensor([-1.0]))  # plain SGD
+
+
+def test_lars_is_used_when_asked(tmp_path, digits):
+    trainer = make_trainer(tmp_path, digits, use_lars=True, weight_decay=1e-4, save_strategy="no", max_steps=1)
+    trainer.train()
+    assert isinstance(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer, LARS)
+
+
+def test_collapse_monitors():
+    collapsed = torch.ones(64, 8) + 1e-4 * torch.randn(64, 8)
+    spread = torch.randn(4096, 8)
+    assert embedding_std(collapsed) < 1e-3
+    assert abs(embedding_std(spread) - 8 ** -0.5) < 0.02
+    assert effective_rank(collapsed) < 1.1
+    assert effective_rank(spread) > 7.5
