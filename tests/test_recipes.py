@@ -1,0 +1,92 @@
+"""End-to-end runs of the recipes on real data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from transformers import AutoImageProcessor, AutoModel
+
+sys.path.insert(0, str(REPO_ROOT / "recipes"))
+import evaluate_vision  # noqa: E402
+import pretrain_vision  # noqa: E402
+
+TINY_RESNET = "embedding_size=16,hidden_sizes=[32,64],depths=[1,1],layer_type=basic"
+COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "0"]
+
+
+def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
+    data = ["--idx_dir", str(shared_data / "fashion-mnist"), "--max_train_samples", "6000", "--max_eval_samples", "1000"]
+    output = tmp_path / "simclr"
+    metrics = pretrain_vision.main([
+        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET + ",num_channels=1",
+        "--config_overrides", "projection_hidden_dim=128,projection_dim=64,tau=0.2", "--image_size", "28", "--min_crop_scale", "0.3",
+        "--output_dir", str(output), "--per_device_train_batch_size", "256", "--num_train_epochs", "3", "--learning_rate", "3e-3",
+        "--weight_decay", "1e-4", "--warmup_steps", "0.1", "--save_strategy", "no", "--logging_steps", "10",
+        "--final_protocols", "knn", *data, *COMMON,
+    ])
+    baseline = evaluate_vision.main([
+        "--model_name_or_path", str(output), "--random_init", "--protocol", "knn", "--output_dir", str(tmp_path / "random"), *data, *COMMON,
+    ])
+    print("pretrained", metrics, "random init", baseline)
+    assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.02
+
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
+    card = (output / "README.md").read_text()
+    assert "SimCLR" in card and "knn_accuracy" in card and "Fashion" in card or "IDX" in card
+    # the checkpoint carries its image processor, and the exported backbone is a plain ResNet
+    processor = AutoImageProcessor.from_pretrained(output)
+    assert processor.size["height"] == 28
+    backbone = AutoModel.from_pretrained(output / "backbone")
+    assert type(backbone).__name__ == "ResNetModel"
+
+
+def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_vision.py"),
+        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET,
+        "--config_overrides", "projection_hidden_dim=64,projection_dim=32", "--image_size", "16", "--output_dir", str(output),
+        "--per_device_train_batch_size", "32", "--max_steps", "6", "--save_strategy", "no", "--logging_steps", "2", *COMMON,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    results = json.loads((output / "all_results.json").read_text())
+    assert 0.1 < results["knn_accuracy"] <= 1 and 0.1 < results["linear_probe_accuracy"] <= 1
+    assert results["eval_samples"] == 180  # every digits eval image counted once across the 2 processes
+
+
+def test_launching_two_processes_without_use_cpu_is_an_error(tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_vision.py"), "--output_dir", str(tmp_path),
+    ]
+    if torch.cuda.is_available():
+        pytest.skip("with GPUs this launch is valid")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode != 0 and "--use_cpu" in result.stderr
+
+
+def test_evaluate_recipe_on_an_exported_backbone_with_all_protocols(tmp_path):
+    output = tmp_path / "simclr"
+    pretrain_vision.main([
+        "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET, "--config_overrides", "projection_hidden_dim=32,projection_dim=16",
+        "--image_size", "16", "--output_dir", str(output), "--per_device_train_batch_size", "64", "--max_steps", "2",
+        "--save_strategy", "no", "--final_protocols", "", *COMMON,
+    ])
+    metrics = evaluate_vision.main([
+        "--model_name_or_path", str(output / "backbone"), "--protocol", "knn,linear,finetune", "--output_dir", str(tmp_path / "eval"),
+        "--num_train_epochs", "2", "--per_device_train_batch_size", "64", "--learning_rate", "3e-3", *COMMON,
+    ])
+    assert set(metrics) >= {"knn_accuracy", "linear_probe_accuracy", "finetune_accuracy"}
+    assert metrics["linear_probe_accuracy"] > 0.5 and metrics["finetune_accuracy"] > 0.3  # digits, chance is 0.1
+    written = json.loads((tmp_path / "eval" / "all_results.json").read_text())
+    assert written["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
