@@ -113,3 +113,14 @@ def test_collapse_monitors():
     assert abs(embedding_std(spread) - 8 ** -0.5) < 0.02
     assert effective_rank(collapsed) < 1.1
     assert effective_rank(spread) > 7.5
+
+
+def test_model_card_replaces_the_trainers_card_for_hub_pushes(tmp_path, digits):
+    from hfssl.training.model_card import write_model_card
+
+    trainer = make_trainer(tmp_path, digits, save_strategy="no")
+    card = write_model_card(str(tmp_path / "card"), trainer.model, "simclr", digits.description, "adamw", {"knn_accuracy": 0.5})
+    assert "**SimCLR**" in card and "| knn_accuracy | 0.5000 |" in card and digits.description in card
+    trainer.model_card_text = card
+    trainer.create_model_card()  # what Trainer.push_to_hub calls before uploading
+    assert (tmp_path / "README.md").read_text() == card

@@ -53,7 +53,7 @@ def write_model_card(output_dir: str, model, method: str, data_description: str,
     card = CARD_TEMPLATE.format(
         name=os.path.basename(os.path.normpath(output_dir)),
         method=method,
-        method_title=method.upper() if len(method) <= 4 else method.capitalize(),
+        method_title=type(config).__name__.removesuffix("Config"),
         data=data_description,
         backbone_type=config.backbone_config.model_type,
         backbone_class=type(model.backbone).__name__,
