@@ -1,6 +1,14 @@
+import math
+from dataclasses import replace
+
 import pytest
 import torch
+from kornia.color import rgb_to_grayscale
+from kornia.enhance import adjust_hue
+from kornia.filters import gaussian_blur2d
 
+import hfssl.augment as augment_module
+from hfssl.augment import _adjust_hue, _gaussian_blur
 from hfssl.augment import EvalTransform, ViewGenerator, ViewRecipe, match_channels, simclr_recipe, simclr_view_generator
 from hfssl.preprocessing import make_image_processor
 
@@ -70,3 +78,151 @@ def test_eval_transform_matches_saved_image_processor():
     expected = processor(images=[Image.fromarray(array)], return_tensors="pt")["pixel_values"]
     actual = EvalTransform(16, num_channels=3)(torch.from_numpy(array).permute(2, 0, 1)[None])
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+# --- geometry, colour and determinism of ViewGenerator -------------------------------------------------------------
+
+PLAIN = dict(flip_probability=0.0, color_jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0)
+WHOLE_IMAGE = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _view(recipe, images, size=None, **kwargs):
+    return ViewGenerator([recipe], size or images.shape[-1], num_channels=images.shape[1], **{**UNIT, **kwargs})(images)[0]
+
+
+@pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.2, 0.4), (0.5, 2.0))])
+def test_crop_area_and_aspect_ratio_stay_in_the_recipe_ranges(scale, ratio):
+    # pixel (i, j) holds (j, i, 0): the view's values are the input coordinates it sampled
+    side, size, count = 64, 16, 300
+    coords = torch.arange(side, dtype=torch.uint8)
+    image = torch.stack([coords.expand(side, side), coords[:, None].expand(side, side), torch.zeros(side, side, dtype=torch.uint8)])
+    torch.manual_seed(0)
+    view = _view(ViewRecipe(crop_scale=scale, crop_ratio=ratio, **PLAIN), image.expand(count, -1, -1, -1).contiguous(), size) * 255
+    x, y = view[:, 0, size // 2], view[:, 1, :, size // 2]  # sampled columns along a row, rows along a column
+    # inside the box the sampled coordinate is left + (u + 0.5) * w / S - 0.5: exact on a linear ramp
+    w = (x[:, -3] - x[:, 2]) / (size - 5) * size
+    h = (y[:, -3] - y[:, 2]) / (size - 5) * size
+    left = x[:, 2] - 2.5 * w / size + 0.5
+    top = y[:, 2] - 2.5 * h / size + 0.5
+    for value in (w, h, left, top):  # integer boxes, as torchvision's
+        torch.testing.assert_close(value, value.round(), atol=2e-3, rtol=0)
+    w, h, left, top = w.round(), h.round(), left.round(), top.round()
+    assert (left >= 0).all() and (top >= 0).all() and (left + w <= side).all() and (top + h <= side).all()
+    # w and h are rounded from sqrt(area * ratio) and sqrt(area / ratio)
+    area = side * side
+    assert ((w + 0.5) * (h + 0.5) >= scale[0] * area).all() and ((w - 0.5) * (h - 0.5) <= scale[1] * area).all()
+    assert ((w + 0.5) / (h - 0.5) >= ratio[0]).all() and ((w - 0.5) / (h + 0.5) <= ratio[1]).all()
+    # and the draws cover the ranges
+    fraction, log_ratio = w * h / area, (w / h).log()
+    assert fraction.min() < scale[0] + 0.1 * (scale[1] - scale[0]) and fraction.max() > scale[1] - 0.15 * (scale[1] - scale[0])
+    span = math.log(ratio[1]) - math.log(ratio[0])
+    assert log_ratio.min() < math.log(ratio[0]) + 0.15 * span and log_ratio.max() > math.log(ratio[1]) - 0.15 * span
+
+
+def test_crop_that_cannot_fit_falls_back_to_the_centre_crop():
+    recipe = ViewRecipe(crop_scale=(0.5, 0.5), crop_ratio=(1.0, 1.0), **PLAIN)
+    wide = torch.randint(0, 256, (4, 3, 8, 32), dtype=torch.uint8)  # no 1:1 crop of half the area fits
+    torch.testing.assert_close(_view(recipe, wide, 8), wide[..., 12:20].float() / 255, atol=1e-5, rtol=0)  # the middle (8, 8)
+    tall = wide.transpose(2, 3).contiguous()
+    torch.testing.assert_close(_view(recipe, tall, 8), tall[..., 12:20, :].float() / 255, atol=1e-5, rtol=0)
+
+
+def test_flip_probability_one_mirrors_exactly():
+    images = torch.randint(0, 256, (3, 3, 12, 12), dtype=torch.uint8)
+    view = _view(ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "flip_probability": 1.0}), images)
+    torch.testing.assert_close(view, images.flip(-1).float() / 255, atol=1e-6, rtol=0)
+
+
+def test_identity_recipe_returns_the_input_for_greyscale_and_single_channel_backbones():
+    grey = torch.randint(0, 256, (3, 1, 10, 10), dtype=torch.uint8)
+    torch.testing.assert_close(_view(ViewRecipe(**WHOLE_IMAGE, **PLAIN), grey, mean=(0.0,), std=(1.0,)), grey.float() / 255, atol=1e-5, rtol=0)
+    colour = torch.randint(0, 256, (3, 3, 10, 10), dtype=torch.uint8)
+    view = ViewGenerator([ViewRecipe(**WHOLE_IMAGE, **PLAIN)], 10, num_channels=1, mean=(0.0,), std=(1.0,))(colour)[0]
+    torch.testing.assert_close(view, rgb_to_grayscale(colour.float() / 255), atol=1e-5, rtol=0)
+
+
+def test_color_jitter_with_probability_zero_is_identity():
+    images = torch.randint(0, 256, (4, 3, 10, 10), dtype=torch.uint8)
+    recipe = ViewRecipe(**WHOLE_IMAGE, **PLAIN, brightness=0.9, contrast=0.9, saturation=0.9, hue=0.5)
+    assert ViewGenerator([recipe], 10).jitter_ops == ()  # p = 0: skipped altogether
+    torch.testing.assert_close(_view(recipe, images), images.float() / 255, atol=1e-5, rtol=0)
+    # p = 0 in one recipe, 1 in the other: the first view is untouched
+    views = ViewGenerator([recipe, replace(recipe, color_jitter_probability=1.0)], 10, **UNIT)(images)
+    torch.testing.assert_close(views[0], images.float() / 255, atol=1e-5, rtol=0)
+    assert not torch.allclose(views[1], views[0])
+
+
+def _jitter_only(**strengths):
+    strengths = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, **strengths}
+    return ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "color_jitter_probability": 1.0}, **strengths)
+
+
+def test_degenerate_jitter_ranges_match_torchvision_formulas():
+    x = torch.randint(0, 256, (5, 3, 10, 10), dtype=torch.uint8)
+    unit = x.float() / 255
+    grey = rgb_to_grayscale(unit)
+    expected = {
+        "brightness": (2.0, (2 * unit).clamp(0, 1)),
+        "contrast": (0.5, (0.5 * unit + 0.5 * grey.mean((1, 2, 3), keepdim=True)).clamp(0, 1)),
+        "saturation": (3.0, (3 * unit - 2 * grey).clamp(0, 1)),
+        "hue": (0.25, adjust_hue(unit, 0.25 * 2 * math.pi)),
+    }
+    for name, (factor, result) in expected.items():
+        torch.testing.assert_close(_view(_jitter_only(**{name: (factor, factor)}), x), result, atol=1e-5, rtol=0, msg=name)
+
+
+def test_closed_form_hue_matches_kornia_adjust_hue():
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 9, 9)
+    images[:2] = images[:2, :1]  # grey
+    images[2:4, 1] = images[2:4, 0]  # tied maxima
+    images[4:6] = (images[4:6] * 4).round() / 4
+    shift = torch.linspace(-0.5, 0.5, 8)
+    torch.testing.assert_close(_adjust_hue(images, shift), adjust_hue(images, shift * 2 * math.pi), atol=1e-5, rtol=0)
+
+
+def test_blur_matches_kornia_gaussian_blur():
+    torch.manual_seed(0)
+    images, sigma = torch.rand(4, 3, 20, 20), torch.tensor([0.1, 0.7, 1.3, 2.0])
+    torch.testing.assert_close(_gaussian_blur(images, sigma, 5), gaussian_blur2d(images, (5, 5), sigma[:, None].expand(-1, 2)), atol=1e-6, rtol=0)
+    x = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
+    recipe = ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "blur_probability": 1.0}, blur_sigma=(1.5, 1.5))
+    torch.testing.assert_close(_view(recipe, x), gaussian_blur2d(x.float() / 255, (5, 5), (1.5, 1.5)), atol=1e-5, rtol=0)
+
+
+def test_grayscale_and_solarize_with_probability_one():
+    x = torch.randint(0, 256, (3, 3, 10, 10), dtype=torch.uint8)
+    unit = x.float() / 255
+    grey = _view(ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "grayscale_probability": 1.0}), x)
+    torch.testing.assert_close(grey, rgb_to_grayscale(unit).expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
+    solarized = _view(ViewRecipe(**WHOLE_IMAGE, **PLAIN, solarize_probability=1.0), x)
+    torch.testing.assert_close(solarized, torch.where(unit >= 0.5, 1 - unit, unit), atol=1e-5, rtol=0)
+
+
+def test_parameters_are_drawn_per_image():
+    x = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8).expand(8, -1, -1, -1)
+    views = simclr_view_generator(16)(x)
+    assert all(not torch.allclose(views[0][0], views[0][i]) for i in range(1, 8))
+
+
+def test_views_are_deterministic_under_a_seed_and_independent_of_cpu_chunking(monkeypatch):
+    x = torch.randint(0, 256, (10, 3, 24, 24), dtype=torch.uint8)
+    generator = ViewGenerator([simclr_recipe(64), replace(simclr_recipe(64), solarize_probability=0.5)], 20, num_channels=3)
+    torch.manual_seed(7)
+    whole = generator(x)
+    monkeypatch.setattr(augment_module, "_CHUNK_ELEMENTS", 1)  # one image per chunk
+    torch.manual_seed(7)
+    for a, b in zip(whole, generator(x)):
+        assert torch.equal(a, b)
+
+
+def test_recipe_validation():
+    with pytest.raises(ValueError, match="hue"):
+        ViewGenerator([ViewRecipe(hue=0.6)], 8)
+    with pytest.raises(ValueError, match="brightness"):
+        ViewGenerator([ViewRecipe(brightness=(1.5, 1.2))], 8)
+    with pytest.raises(ValueError, match="flip_probability"):
+        ViewGenerator([ViewRecipe(flip_probability=1.5)], 8)
+    with pytest.raises(ValueError, match="crop_scale"):
+        ViewGenerator([ViewRecipe(crop_scale=(0.0, 1.0))], 8)
