@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 class Method(NamedTuple):
     """A method's classes and, for vision methods, the factory of its on-device views
-    (``make_views(image_size, num_channels, mean, std, **recipe_overrides)``)."""
+    (``make_views(image_size, num_channels, mean, std, color_jitter_strength=..., crop_scale=...)``)."""
 
     config_class: type[PreTrainedConfig]
     model_class: type[PreTrainedModel]

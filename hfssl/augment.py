@@ -38,6 +38,8 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d
 from torch import nn
 
+from . import distributed
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GREYSCALE_MEAN = (0.5,)
@@ -367,7 +369,12 @@ class ViewGenerator(nn.Module):
         views, size = len(self.recipes), self.image_size
         # All parameters are drawn for all (image, view) rows at once; row b * V + v is view v of image b.
         table = self.table.repeat(batch, 1)  # (n, columns)
-        draws = torch.rand(batch * views, _NUM_DRAWS, device=images.device, dtype=torch.float32)
+        # Every process draws the rows of the whole global batch (same seed, same stream) and keeps its
+        # own: processes get different views, the same ones a single process would make for the
+        # concatenated batch.
+        rows_here, process = batch * views, distributed.rank()
+        draws = torch.rand(distributed.world_size() * rows_here, _NUM_DRAWS, device=images.device, dtype=torch.float32)
+        draws = draws[process * rows_here : (process + 1) * rows_here]
         top, left, h, w = _crop_boxes(draws, table, height, width)
         grid_x, grid_y = _crop_coordinates(top, left, h, w, draws[:, _U_FLIP] < table[:, _C["flip"]], size, height, width)
 
@@ -469,7 +476,10 @@ class EvalTransform(nn.Module):
         return self.normalize(match_channels(images, self.num_channels))
 
 
-def simclr_view_generator(image_size: int, num_channels: int = 3, mean=None, std=None, **recipe_overrides) -> ViewGenerator:
-    """Two SimCLR views (:func:`simclr_recipe`), with optional recipe field overrides."""
-    recipe = replace(simclr_recipe(image_size), **recipe_overrides)
+def simclr_view_generator(
+    image_size: int, num_channels: int = 3, mean=None, std=None, color_jitter_strength: float = 1.0, **recipe_overrides
+) -> ViewGenerator:
+    """Two SimCLR views (:func:`simclr_recipe` at ``color_jitter_strength``), with optional
+    :class:`ViewRecipe` field overrides (e.g. ``crop_scale=(0.2, 1.0)``)."""
+    recipe = replace(simclr_recipe(image_size, color_jitter_strength), **recipe_overrides)
     return ViewGenerator([recipe, recipe], image_size, num_channels, mean, std)

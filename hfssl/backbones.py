@@ -28,7 +28,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 POOLING_CHOICES = ("auto", "cls", "mean", "pooler")
 
 CLS_TOKEN_MODEL_TYPES = frozenset(
-    {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "vit_mae", "dinov3_vit"}
+    {"vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers", "vit_msn", "dinov3_vit"}
 )
 
 
@@ -112,11 +112,20 @@ def build_backbone_config(
     return apply_config_overrides(config, overrides)
 
 
-def build_backbone(config: PreTrainedConfig, checkpoint: str | None = None) -> PreTrainedModel:
-    """The transformers base model (``AutoModel``) for ``config``, with ``checkpoint``'s weights if given."""
+def build_backbone(config: PreTrainedConfig, pooling: str = "auto", checkpoint: str | None = None) -> PreTrainedModel:
+    """The transformers base model (``AutoModel``) for ``config``, with ``checkpoint``'s weights if given.
+
+    Models whose pooler the pooling rule does not read (ViT's dense+tanh pooler under ``"cls"``)
+    are built without it (``add_pooling_layer=False``): an unused layer would get no gradient,
+    which DDP without ``find_unused_parameters`` (e.g. with gradient checkpointing) rejects.
+    """
+    kwargs = {}
+    model_class = AutoModel._model_mapping[type(config)]
+    if resolve_pooling(config, pooling) != "pooler" and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False
     if checkpoint is not None:
-        return AutoModel.from_pretrained(checkpoint, config=config)
-    return AutoModel.from_config(config)
+        return AutoModel.from_pretrained(checkpoint, config=config, **kwargs)
+    return AutoModel.from_config(config, **kwargs)
 
 
 def backbone_feature_dim(config: PreTrainedConfig) -> int:

@@ -76,7 +76,7 @@ def main(argv=None):
     feature_extractor = load_feature_extractor(model_args)
     num_channels = getattr(feature_extractor.backbone.config, "num_channels", 3)
     eval_transform = eval_transform_from_pretrained(model_args.model_name_or_path, num_channels, model_args.image_size)
-    collator = ImageCollator(image_size=eval_transform.image_size, num_channels=data.num_channels)
+    collator = ImageCollator(image_size=eval_transform.image_size, num_channels=data.num_channels, resize_mixed_only=True)
 
     metrics: dict[str, float] = {}
     frozen = [p for p in protocols if p in FROZEN_PROTOCOLS]

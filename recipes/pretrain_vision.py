@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     method: str = field(default="simclr", metadata={"help": f"SSL method: one of {sorted(hfssl.METHODS)}."})
     backbone: str = field(
-        default="vit", metadata={"help": "Backbone: a transformers model type (vit, resnet, convnext, ...) or a checkpoint path/Hub id."}
+        default="resnet",
+        metadata={"help": "Backbone: a transformers model type (resnet = ResNet-50 as in SimCLR, vit, convnext, ...) or a checkpoint path/Hub id."},
     )
     backbone_config_overrides: Optional[str] = field(
         default=None, metadata={"help": "Backbone config overrides, e.g. 'hidden_size=64,num_hidden_layers=4,patch_size=4'."}
@@ -74,66 +75,73 @@ def main(argv=None):
         raise ValueError(f"--method {model_args.method!r} is not a vision method; choose from {sorted(k for k, m in hfssl.METHODS.items() if m.make_views)}.")
     set_seed(training_args.seed)
 
-    data = load_vision_datasets(data_args)
+    with training_args.main_process_first(desc="resolving the dataset"):
+        data = load_vision_datasets(data_args)
     method = hfssl.METHODS[model_args.method]
     model = build_vision_ssl_model(
         method, model_args.backbone, model_args.backbone_config_overrides, model_args.config_overrides, model_args.pooling, model_args.image_size
     )
     num_channels = getattr(model.config.backbone_config, "num_channels", 3)
-    strength = model_args.color_jitter_strength
     views = method.make_views(
-        model_args.image_size, num_channels, crop_scale=(model_args.min_crop_scale, 1.0),
-        brightness=0.8 * strength, contrast=0.8 * strength, saturation=0.8 * strength, hue=0.2 * strength,
+        model_args.image_size, num_channels, crop_scale=(model_args.min_crop_scale, 1.0), color_jitter_strength=model_args.color_jitter_strength
     )
     eval_transform = EvalTransform(model_args.image_size, num_channels)
     labelled = lambda dataset: dataset is not None and "label" in dataset.column_names  # noqa: E731
     knn_bank = data.train if labelled(data.train) else None
     if knn_bank is not None and eval_args.knn_max_train_samples:
-        knn_bank = knn_bank.select(range(min(eval_args.knn_max_train_samples, len(knn_bank))))
+        knn_bank = knn_bank.shuffle(seed=data_args.split_seed).select(range(min(eval_args.knn_max_train_samples, len(knn_bank))))
 
     trainer = SSLTrainer(
         model=model,
         args=training_args,
         train_dataset=data.train,
         eval_dataset=data.eval,
-        data_collator=ImageCollator(image_size=model_args.image_size, num_channels=data.num_channels),
+        data_collator=ImageCollator(image_size=model_args.image_size, num_channels=data.num_channels, resize_mixed_only=True),
         processing_class=make_image_processor(model_args.image_size, num_channels),
         view_generator=views,
         eval_transform=eval_transform,
         knn_train_dataset=knn_bank,
     )
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_state()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
 
-    metrics = {}
-    protocols = [p.strip() for p in eval_args.final_protocols.split(",") if p.strip()]
-    if protocols and labelled(data.train) and labelled(data.eval):
-        model.eval()
-        metrics = frozen_feature_metrics(
-            model.get_image_features,
-            trainer.feature_dataloader(data.train),
-            trainer.feature_dataloader(data.eval),
-            eval_transform,
-            trainer.accelerator,
-            protocols,
-            training_args.knn_k,
-            training_args.knn_temperature,
-        )
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics, combined=True)
-    elif protocols:
-        logger.warning("No labelled train and eval splits: skipping the final %s evaluation.", ", ".join(protocols))
-
+    metrics = final_evaluation(trainer, model, data, eval_transform, eval_args)
     if trainer.is_world_process_zero():
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), trainer.processing_class)
-        trainer.model_card_text = write_model_card(
-            training_args.output_dir, model, model_args.method, data.description, training_summary(training_args), metrics
-        )
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hfssl {model_args.method} pretraining")
+    trainer.model_card_text = write_model_card(
+        training_args.output_dir, model, model_args.method, data.description, training_summary(training_args), metrics,
+        repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+    )
+    # Last, so that a --push_to_hub upload (which save_model triggers) carries the metrics, the
+    # backbone/ folder and hfssl's card.
+    trainer.save_model()
+    return metrics
+
+
+def final_evaluation(trainer, model, data, eval_transform, eval_args) -> dict:
+    """kNN / linear probe of the trained backbone on the labelled eval split (empty without labels)."""
+    protocols = [p.strip() for p in eval_args.final_protocols.split(",") if p.strip()]
+    labelled = all(split is not None and "label" in split.column_names for split in (data.train, data.eval))
+    if not protocols:
+        return {}
+    if not labelled:
+        logger.warning("No labelled train and eval splits: skipping the final %s evaluation.", ", ".join(protocols))
+        return {}
+    model.eval()
+    metrics = frozen_feature_metrics(
+        model.get_image_features,
+        trainer.feature_dataloader(data.train),
+        trainer.feature_dataloader(data.eval),
+        eval_transform,
+        trainer.accelerator,
+        protocols,
+        trainer.args.knn_k,
+        trainer.args.knn_temperature,
+    )
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics, combined=True)
     return metrics
 
 

@@ -22,8 +22,9 @@ from hfssl.data import ImageCollator, VisionDataArguments, VisionDatasets, load_
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 FASHION_MNIST = SHARED_DATA / "fashion-mnist"
 EMOJI = SHARED_DATA / "emoji-captions"
-requires_fashion = pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs ../shared/data/fashion-mnist")
-requires_emoji = pytest.mark.skipif(not EMOJI.is_dir(), reason="needs ../shared/data/emoji-captions")
+# the shared_data fixture (conftest.py) fails, rather than skips, when ../shared/data is missing
+requires_fashion = pytest.mark.usefixtures("shared_data")
+requires_emoji = pytest.mark.usefixtures("shared_data")
 
 
 def _rgb(size, seed):
@@ -453,3 +454,12 @@ def test_collator_arguments():
         ImageCollator(num_channels=4)
     with pytest.raises(ValueError, match="image_size must be a positive"):
         ImageCollator(image_size=0)
+
+
+def test_collator_resizes_only_mixed_batches_when_asked():
+    small = {"image": np.zeros((10, 10), dtype=np.uint8), "label": 0}
+    large = {"image": np.zeros((20, 20), dtype=np.uint8), "label": 1}
+    collator = ImageCollator(image_size=16, resize_mixed_only=True)
+    assert collator([small, small])["pixel_values"].shape == (2, 1, 10, 10)  # uniform: native size
+    assert collator([small, large])["pixel_values"].shape == (2, 1, 16, 16)  # mixed: brought to image_size
+    assert ImageCollator(image_size=16)([small, small])["pixel_values"].shape == (2, 1, 16, 16)

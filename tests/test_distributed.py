@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hfssl.augment import simclr_view_generator
 from hfssl.distributed import gather, world_size
 from hfssl.losses import nt_xent
 
@@ -18,6 +19,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _full_images(sizes):
+    return torch.randint(0, 256, (sum(sizes), 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+
+
+def _views(images):
+    torch.manual_seed(11)  # as the Trainer seeds every process alike
+    return simclr_view_generator(8)(images)
 
 
 def _full_batch(sizes):
@@ -37,8 +47,9 @@ def _worker(rank: int, port: int, sizes, result_path: str):
         loss = nt_xent(local1, local2, tau=0.3)
         loss.backward()
         gathered = gather(local1.detach())
+        views = _views(_full_images(sizes)[start : start + sizes[rank]])
         torch.save(
-            {"loss": loss.detach(), "grad1": local1.grad, "grad2": local2.grad, "gathered": gathered, "world": world_size()},
+            {"loss": loss.detach(), "grad1": local1.grad, "grad2": local2.grad, "gathered": gathered, "world": world_size(), "views": views},
             f"{result_path}.{rank}",
         )
     finally:
@@ -70,6 +81,10 @@ def test_gathered_nt_xent_equals_single_process_loss_and_gradients(tmp_path):
     grad2 = torch.cat([r["grad2"] for r in results]) / WORLD
     torch.testing.assert_close(grad1, z1.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(grad2, z2.grad, atol=1e-5, rtol=0)
+    # each process makes different views, exactly those of one process on the concatenated batch
+    full_views = _views(_full_images(sizes))
+    for view in range(2):
+        torch.testing.assert_close(torch.cat([r["views"][view] for r in results]), full_views[view])
 
 
 @pytest.mark.parametrize("sizes", [[3, 5]])

@@ -32,12 +32,12 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
         "--model_name_or_path", str(output), "--random_init", "--protocol", "knn", "--output_dir", str(tmp_path / "random"), *data, *COMMON,
     ])
     print("pretrained", metrics, "random init", baseline)
-    assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.02
+    assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.03  # measured: 0.705 vs 0.656
 
     results = json.loads((output / "all_results.json").read_text())
     assert results["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
     card = (output / "README.md").read_text()
-    assert "SimCLR" in card and "knn_accuracy" in card and "Fashion" in card or "IDX" in card
+    assert "**SimCLR**" in card and f"| knn_accuracy | {metrics['knn_accuracy']:.4f} |" in card and "fashion-mnist" in card
     # the checkpoint carries its image processor, and the exported backbone is a plain ResNet
     processor = AutoImageProcessor.from_pretrained(output)
     assert processor.size["height"] == 28
@@ -59,6 +59,8 @@ def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+    # two connected processes: each step consumed 2 x 32 images, so 6 steps are 6 / (1617 // 64) epochs
+    assert state["log_history"][-1]["epoch"] == pytest.approx(6 / (1617 // 64), abs=1e-3)
     results = json.loads((output / "all_results.json").read_text())
     assert 0.1 < results["knn_accuracy"] <= 1 and 0.1 < results["linear_probe_accuracy"] <= 1
     assert results["eval_samples"] == 180  # every digits eval image counted once across the 2 processes

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import tiny_resnet_config
+from conftest import tiny_resnet_config, tiny_vit_config
 from transformers import TrainerCallback
 
 from hfssl import SimCLRConfig, SimCLRModel
@@ -44,13 +44,18 @@ def make_trainer(output_dir, digits, **overrides):
     )
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits):
-    straight = make_trainer(tmp_path / "straight", digits)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 2, "eval_strategy": "steps", "eval_steps": 1}],
+    ids=["plain", "accumulation-and-evaluation"],
+)
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
+    straight = make_trainer(tmp_path / "straight", digits, **options)
     straight.train()
-    interrupted = make_trainer(tmp_path / "interrupted", digits)
+    interrupted = make_trainer(tmp_path / "interrupted", digits, **options)
     interrupted.add_callback(StopAfter(2))  # as if the job were killed after the checkpoint at step 2
     interrupted.train()
-    resumed = make_trainer(tmp_path / "interrupted", digits)
+    resumed = make_trainer(tmp_path / "interrupted", digits, **options)
     resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
     expected, actual = straight.model.state_dict(), resumed.model.state_dict()
     assert any(not torch.equal(expected[k], interrupted.model.state_dict()[k]) for k in expected)  # steps 3-4 changed weights
@@ -76,16 +81,21 @@ def test_evaluation_reports_loss_and_knn_accuracy(tmp_path, digits):
 
 
 def test_weight_decay_groups_exclude_norms_and_biases(tmp_path, digits):
-    trainer = make_trainer(tmp_path, digits)
-    names = set(decay_parameter_names(trainer.model))
-    for name, parameter in trainer.model.named_parameters():
-        is_norm_or_bias = name.endswith("bias") or "normalization" in name or ".layers.1." in name
-        assert (name in names) == (parameter.ndim > 1)
-        if is_norm_or_bias:
-            assert name not in names
+    trainer = make_trainer(tmp_path, digits, weight_decay=0.1)
     optimizer = trainer.create_optimizer()
-    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
-    assert decayed == {id(p) for n, p in trainer.model.named_parameters() if n in names} or trainer.args.weight_decay == 0
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decayed = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.1 for p in group["params"]}
+    not_decayed = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.0 for p in group["params"]}
+    assert decayed | not_decayed == set(names.values()) and not decayed & not_decayed
+    assert "backbone.embedder.embedder.convolution.weight" in decayed  # a conv kernel
+    assert "projection_head.layers.0.weight" in decayed  # a linear weight
+    assert "backbone.embedder.embedder.normalization.weight" in not_decayed  # BatchNorm2d scale
+    assert "projection_head.layers.1.weight" in not_decayed  # BatchNorm1d scale
+    assert "projection_head.layers.3.bias" in not_decayed  # a bias
+    vit = SimCLRModel(SimCLRConfig(backbone_config=tiny_vit_config(), projection_hidden_dim=32, projection_dim=16))
+    vit_decayed = set(decay_parameter_names(vit))
+    assert "backbone.embeddings.cls_token" not in vit_decayed and "backbone.embeddings.position_embeddings" not in vit_decayed
+    assert "backbone.layers.0.attention.q_proj.weight" in vit_decayed
 
 
 def test_lars_trust_ratio_and_exclusion():

@@ -526,22 +526,27 @@ class ImageCollator:
     pixel values must be integers in 0..255. Images become greyscale (C=1) or RGB (C=3): the
     ``num_channels`` given, else RGB as soon as one image of the batch is colour (alpha is dropped).
     With ``image_size``, images of another size are resized to (image_size, image_size) with PIL's
-    bilinear filter; without it, every image of a batch must have the same size. "labels" is only
-    returned when every row has a non-None "label".
+    bilinear filter; with ``resize_mixed_only`` too, only batches whose images differ in size are
+    resized (the on-device views and eval transform resize anyway, so a uniform dataset such as
+    CIFAR leaves the loader at its native size). Without ``image_size``, every image of a batch must
+    have the same size. "labels" is only returned when every row has a non-None "label".
     """
 
-    def __init__(self, image_size: Optional[int] = None, num_channels: Optional[int] = None):
+    def __init__(self, image_size: Optional[int] = None, num_channels: Optional[int] = None, resize_mixed_only: bool = False):
         if num_channels not in (None, 1, 3):
             raise ValueError(f"num_channels must be 1 (greyscale), 3 (RGB) or None (from the data), got {num_channels}.")
         if image_size is not None and image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
         self.image_size = image_size
         self.num_channels = num_channels
+        self.resize_mixed_only = resize_mixed_only
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         images = [_load_image(example["image"]) for example in examples]
         mode = self._target_mode(images)
-        arrays = [self._resize(_to_mode_array(image, mode)) for image in images]
+        arrays = [_to_mode_array(image, mode) for image in images]
+        if not (self.resize_mixed_only and len({array.shape[:2] for array in arrays}) == 1):
+            arrays = [self._resize(array) for array in arrays]
         sizes = sorted({array.shape[:2] for array in arrays})
         if len(sizes) > 1:
             raise ValueError(

@@ -2,16 +2,19 @@
 
 from .features import extract_features
 from .finetune import ImageClassifier, finetune_classifier
+from .frozen import FROZEN_PROTOCOLS, frozen_feature_metrics
 from .knn import knn_accuracy, knn_predict
 from .linear_probe import linear_probe_accuracy
 from .metric_modules import available_metrics, compute_accuracy, load_metric
 
 __all__ = [
+    "FROZEN_PROTOCOLS",
     "ImageClassifier",
     "available_metrics",
     "compute_accuracy",
     "extract_features",
     "finetune_classifier",
+    "frozen_feature_metrics",
     "knn_accuracy",
     "knn_predict",
     "linear_probe_accuracy",

@@ -80,7 +80,7 @@ def finetune_classifier(
     """
     trainer = _TransformTrainer(
         model=ImageClassifier(feature_extractor, feature_dim, num_labels),
-        args=dataclasses.replace(training_args, remove_unused_columns=False),
+        args=dataclasses.replace(training_args, remove_unused_columns=False, dataloader_drop_last=False),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=data_collator,

@@ -46,7 +46,7 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: VisionSSLConfig):
         super().__init__(config)
-        self.backbone = build_backbone(config.backbone_config)
+        self.backbone = build_backbone(config.backbone_config, config.pooling)
         self.feature_dim = backbone_feature_dim(config.backbone_config)
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

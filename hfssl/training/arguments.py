@@ -18,11 +18,19 @@ class SSLTrainingArguments(TrainingArguments):
     dataloader_drop_last: bool = field(
         default=True, metadata={"help": "Drop the last incomplete batch (BatchNorm heads and equal per-process batches need it)."}
     )
+    per_device_train_batch_size: int = field(
+        default=256, metadata={"help": "Images per process and step; contrastive methods want large batches (negatives)."}
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW by default; with --use_lars, LARS's)."})
     knn_k: int = field(default=200, metadata={"help": "Neighbours of the weighted kNN evaluation (InstDisc protocol: 200)."})
     knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN vote weights exp(sim / T) (InstDisc: 0.1)."})
     use_lars: bool = field(default=False, metadata={"help": "Use LARS (SGD + momentum + trust ratio) instead of --optim."})
     lars_eta: float = field(default=0.001, metadata={"help": "LARS trust coefficient."})
     lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
+    sync_batchnorm: bool = field(
+        default=False,
+        metadata={"help": "BatchNorm statistics over all processes (SimCLR's global BN); GPUs only, as torch's SyncBatchNorm."},
+    )
 
     def __post_init__(self):
         super().__post_init__()

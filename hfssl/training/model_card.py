@@ -37,8 +37,8 @@ processor = AutoImageProcessor.from_pretrained("{name}")
 features = model.get_image_features(**processor(images, return_tensors="pt"))  # (B, {feature_dim})
 ```
 
-The `backbone/` folder (when present) is a plain transformers `{backbone_class}` that loads without hfssl:
-`AutoModel.from_pretrained("<this repo>/backbone")`.
+The `backbone/` folder is a plain transformers `{backbone_class}` that loads without hfssl:
+`AutoModel.from_pretrained("{name}", subfolder="backbone")`.
 """
 
 
@@ -47,11 +47,17 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "No evaluation was run."
 
 
-def write_model_card(output_dir: str, model, method: str, data_description: str, training_summary: str, metrics: dict) -> str:
-    """Write ``README.md`` in ``output_dir`` and return its text."""
+def write_model_card(
+    output_dir: str, model, method: str, data_description: str, training_summary: str, metrics: dict,
+    repo_id: str | None = None, write: bool = True,
+) -> str:
+    """Return the card text and (with ``write``) save it as ``README.md`` in ``output_dir``.
+
+    Usage snippets name ``repo_id`` (the Hub repository) when given, else the folder.
+    """
     config = model.config
     card = CARD_TEMPLATE.format(
-        name=os.path.basename(os.path.normpath(output_dir)),
+        name=repo_id or os.path.basename(os.path.normpath(output_dir)),
         method=method,
         method_title=type(config).__name__.removesuffix("Config"),
         data=data_description,
@@ -64,9 +70,10 @@ def write_model_card(output_dir: str, model, method: str, data_description: str,
         training=training_summary,
         metrics_table=metrics_table(metrics),
     )
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "README.md"), "w") as handle:
-        handle.write(card)
+    if write:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "README.md"), "w") as handle:
+            handle.write(card)
     return card
 
 

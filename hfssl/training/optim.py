@@ -6,13 +6,20 @@ import torch
 from torch import nn
 
 
+# Learned tokens and position embeddings of transformer backbones: no weight decay (DINO, MAE, timm).
+NO_DECAY_NAME_SUFFIXES = ("cls_token", "mask_token", "distillation_token", "register_tokens", "position_embeddings", "pos_embed")
+
+
 def decay_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that get weight decay: every weight matrix or kernel (ndim > 1).
+    """Names of the parameters that get weight decay: every weight matrix or kernel (ndim > 1)
+    except learned tokens and position embeddings.
 
     Biases and the scales/shifts of every normalisation layer (LayerNorm, BatchNorm, GroupNorm,
     ...) are 1-d and excluded, as in SimCLR, BYOL and solo-learn.
     """
-    return [name for name, parameter in model.named_parameters() if parameter.ndim > 1]
+    return [
+        name for name, parameter in model.named_parameters() if parameter.ndim > 1 and not name.endswith(NO_DECAY_NAME_SUFFIXES)
+    ]
 
 
 class LARS(torch.optim.Optimizer):

@@ -45,6 +45,10 @@ class SSLTrainer(Trainer):
         self.knn_train_dataset = knn_train_dataset
         self.model_card_text: str | None = None  # set by the recipe once metrics are measured
         self._last_outputs = None
+        if self.args.sync_batchnorm and self.args.world_size > 1:
+            if self.args.device.type == "cpu":
+                raise ValueError("--sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU.")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
