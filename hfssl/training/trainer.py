@@ -23,8 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from ..evaluation.features import extract_features
-from ..evaluation.knn import knn_accuracy
+from ..evaluation.frozen import frozen_feature_metrics
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
 
@@ -54,8 +53,8 @@ class SSLTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         views = self.view_generator(inputs["pixel_values"])
         outputs = model(views=views)
-        if model.training:
-            self._last_outputs = outputs
+        if model.training:  # detached: the monitors must not keep the step's graph alive
+            self._last_outputs = {name: value.detach() for name, value in outputs.items() if name != "loss"}
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -86,13 +85,13 @@ class SSLTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add collapse monitors of this process's last training batch to training logs."""
         if "loss" in logs and self._last_outputs is not None:
-            embeddings = getattr(self._last_outputs, "embeddings", None)
-            features = getattr(self._last_outputs, "features", None)
+            embeddings = self._last_outputs.get("embeddings")
+            features = self._last_outputs.get("features")
             if embeddings is not None:
-                logs["embedding_std"] = round(embedding_std(embeddings.detach()), 6)
-                logs["embedding_rank"] = round(effective_rank(embeddings.detach()), 3)
+                logs["embedding_std"] = round(embedding_std(embeddings), 6)
+                logs["embedding_rank"] = round(effective_rank(embeddings), 3)
             if features is not None:
-                logs["feature_rank"] = round(effective_rank(features.detach()), 3)
+                logs["feature_rank"] = round(effective_rank(features), 3)
         super().log(logs, start_time)
 
     def create_model_card(self, *args, **kwargs) -> None:
@@ -128,8 +127,15 @@ class SSLTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        encode = model.get_image_features
-        bank = extract_features(encode, self.feature_dataloader(self.knn_train_dataset), self.eval_transform, self.accelerator)
-        queries = extract_features(encode, self.feature_dataloader(eval_dataset), self.eval_transform, self.accelerator)
+        metrics = frozen_feature_metrics(
+            model.get_image_features,
+            self.feature_dataloader(self.knn_train_dataset),
+            self.feature_dataloader(eval_dataset),
+            self.eval_transform,
+            self.accelerator,
+            protocols=("knn",),
+            knn_k=self.args.knn_k,
+            knn_temperature=self.args.knn_temperature,
+        )
         model.train(was_training)
-        return knn_accuracy(*bank, *queries, k=self.args.knn_k, temperature=self.args.knn_temperature)
+        return metrics["knn_accuracy"]
