@@ -1,5 +1,15 @@
 """Data resolvers and collators shared by the hfssl recipes."""
 
+from .text import TextDataArguments, TextDatasets, load_text_datasets
 from .vision import ImageCollator, VisionDataArguments, VisionDatasets, load_vision_datasets, read_idx
 
-__all__ = ["ImageCollator", "VisionDataArguments", "VisionDatasets", "load_vision_datasets", "read_idx"]
+__all__ = [
+    "ImageCollator",
+    "TextDataArguments",
+    "TextDatasets",
+    "VisionDataArguments",
+    "VisionDatasets",
+    "load_text_datasets",
+    "load_vision_datasets",
+    "read_idx",
+]

@@ -1,0 +1,572 @@
+"""Text data resolver shared by every text recipe (word2vec, GPT, BERT, BART).
+
+``load_text_datasets`` turns command-line style arguments into a train and an (optional) eval
+dataset with the same columns, ``"text"`` (one document per row, a ``str``) and, when
+``--label_column_name`` is given, ``"label"`` (kept as it is, for downstream classification),
+whatever the source:
+
+* ``--train_file`` (and optionally ``--validation_file``): a local ``.txt``, ``.json``/``.jsonl``,
+  ``.csv`` or ``.tsv`` file, optionally compressed (``train.jsonl.gz``, ``.bz2``, ``.xz``), read
+  with ``datasets``' ``text``/``json``/``csv`` builders. ``.txt`` rows are lines, paragraphs
+  (blocks separated by a blank line) or whole files, as ``--txt_sample_by`` says;
+* ``--dataset_name``: a Hugging Face Hub dataset id (or a local directory ``datasets.load_dataset``
+  reads), or ``builtin:enwiki-sample``: the 106 English Wikipedia articles shipped in gensim's test
+  data (so available offline), with the wiki markup removed by gensim's ``filter_wiki``.
+
+``--train_file`` wins over ``--dataset_name``. Documents keep their boundaries: a row is a whole
+document and paragraphs inside it stay separated by a blank line (``"\\n\\n"``), as in the shared
+corpus; splitting into sentences, lines or token blocks is the job of each method's pipeline.
+Empty and whitespace-only documents are dropped (the count is logged); anything else wrong (no such
+file, an unsupported format, a missing column, non-string text, no text at all) stops with a
+``ValueError`` that names the problem and the argument that fixes it.
+"""
+
+import bz2
+import functools
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+import datasets
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+TextDataset = Union[datasets.Dataset, datasets.IterableDataset]
+
+TEXT_COLUMN = "text"
+LABEL_COLUMN = "label"
+EVAL_SPLIT_CANDIDATES = ("validation", "test", "valid", "val")
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_DATASETS = {
+    "enwiki-sample": "106 English Wikipedia articles from gensim's test data, wiki markup removed (offline)",
+}
+TXT_SAMPLE_BY = ("line", "paragraph", "document")
+# File extension (after any compression suffix) -> (datasets builder, extra builder arguments).
+FILE_FORMATS = {
+    ".txt": ("text", {}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+}
+COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz")
+SUPPORTED_FILES = (
+    f"{', '.join(FILE_FORMATS)}, optionally compressed as {', '.join(COMPRESSION_EXTENSIONS)} (e.g. train.jsonl.gz)"
+)
+
+ENWIKI_SAMPLE_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+@dataclass
+class TextDataArguments:
+    """Where the text comes from and how to split it; parsed by ``HfArgumentParser``."""
+
+    dataset_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Hub dataset id (e.g. 'wikitext'), a local directory `datasets.load_dataset` reads, or "
+                  "'builtin:enwiki-sample' (106 Wikipedia articles shipped with gensim, offline). "
+                  "Ignored when --train_file is set."},
+    )
+    dataset_config_name: Optional[str] = field(
+        default=None, metadata={"help": "Configuration name of the Hub dataset, if it has several (e.g. 'wikitext-103-raw-v1')."}
+    )
+    train_file: Optional[str] = field(
+        default=None,
+        metadata={"help": f"Local training file: {SUPPORTED_FILES}. Wins over --dataset_name."},
+    )
+    validation_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Optional local evaluation file, in any of the --train_file formats (only with --train_file)."},
+    )
+    text_column_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Column holding the documents; default: 'text' if it exists, else the only string column."},
+    )
+    label_column_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Column holding labels for downstream classification, kept as 'label'; default: no label column."},
+    )
+    train_split: str = field(
+        default="train", metadata={"help": "Split to train on (Hub and builtin datasets; --train_file is always the train split)."}
+    )
+    eval_split: Optional[str] = field(
+        default=None,
+        metadata={"help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
+                  "else a held-out share of the train split when --validation_split_percentage > 0, else none."},
+    )
+    validation_split_percentage: int = field(
+        default=0,
+        metadata={"help": "Percentage of the train split held out for evaluation when there is no eval split "
+                  "(shuffled with --split_seed; 0 = no eval set). Not available with --streaming."},
+    )
+    txt_sample_by: str = field(
+        default="line",
+        metadata={"help": "For .txt files, what one row is: 'line', 'paragraph' (blocks separated by a blank line) "
+                  "or 'document' (the whole file)."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Return `datasets.IterableDataset`s that read the data as it is consumed (nothing is "
+                  "downloaded or converted ahead); --max_*_samples then take the first N rows, unshuffled."},
+    )
+    max_train_samples: Optional[int] = field(
+        default=None,
+        metadata={"help": "Keep only this many train documents: the first N after a shuffle with --split_seed "
+                  "(with --streaming: the first N, unshuffled)."},
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None,
+        metadata={"help": "Keep only this many eval documents: the first N after a shuffle with --split_seed "
+                  "(with --streaming: the first N, unshuffled)."},
+    )
+    # Not named `seed`: TrainingArguments owns --seed (and --data_seed), and HfArgumentParser rejects duplicates.
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."}
+    )
+    cache_dir: Optional[str] = field(
+        default=None, metadata={"help": "Where `datasets` caches downloaded and prepared data."}
+    )
+
+
+@dataclass
+class TextDatasets:
+    """What ``load_text_datasets`` resolved: datasets with a str "text" column and, when asked for, a "label" column."""
+
+    train: TextDataset
+    eval: Optional[TextDataset]
+    description: str = ""
+
+
+@dataclass
+class _Source:
+    """The splits a data source offers, loaded on demand (a Hub split is only fetched when asked for)."""
+
+    split_names: list[str]
+    load_split: Callable[[str], TextDataset]
+    description: str
+    # A .txt file read line by line: blank lines separate text, they are not empty documents.
+    blank_rows_expected: bool = False
+
+
+def load_text_datasets(args: TextDataArguments) -> TextDatasets:
+    """Resolve ``args`` into train/eval datasets with a "text" column (and "label" when asked for).
+
+    Each row is one document: a non-empty ``str`` (paragraphs separated by ``"\\n\\n"``); the text
+    column is found as ``text_column_name`` says (default: "text", else the only string column) and
+    renamed to "text"; ``label_column_name`` is renamed to "label"; every other column is removed.
+
+    The eval set is ``--validation_file``, else ``--eval_split``, else the first of
+    ``EVAL_SPLIT_CANDIDATES`` the source has, else ``validation_split_percentage`` percent of the
+    train documents held out (shuffled with ``split_seed``), else None. Empty and whitespace-only
+    documents are dropped with a logged count. ``max_train_samples``/``max_eval_samples`` keep the
+    first N documents after a shuffle with ``split_seed``.
+
+    With ``streaming=True`` both are ``datasets.IterableDataset``s: empty documents are skipped as
+    they stream by (not counted), ``max_*_samples`` take the first N documents without shuffling,
+    and ``validation_split_percentage`` is refused (a stream has no length to split).
+
+    Raises ``ValueError`` naming the problem and the argument that fixes it.
+    """
+    _check_arguments(args)
+    source = _open_source(args)
+    train = _load_named_split(source, args.train_split, "--train_split")
+    eval_name, eval_dataset = _load_eval(source, args)
+    label_column = args.label_column_name
+    text_column = _resolve_text_column(train, args.text_column_name, label_column)
+    train = _drop_empty(_standardize_columns(train, text_column, label_column, "train"), "train", source)
+    if eval_dataset is not None:
+        eval_dataset = _standardize_columns(eval_dataset, text_column, label_column, eval_name)
+        eval_dataset = _drop_empty(eval_dataset, eval_name, source)
+    _require_text(train, "train", source.description)
+    held_out = eval_dataset is None and args.validation_split_percentage > 0
+    if held_out:
+        if args.streaming:
+            raise ValueError(
+                f"{source.description} has no eval split, and --validation_split_percentage cannot split a stream "
+                "(its length is unknown). Pass --validation_file or --eval_split, drop --streaming, or pass "
+                "--validation_split_percentage 0."
+            )
+        train, eval_dataset = _hold_out(train, args.validation_split_percentage, args.split_seed)
+    train = _subsample(train, args.max_train_samples, args.split_seed)
+    if eval_dataset is not None:
+        eval_dataset = _subsample(eval_dataset, args.max_eval_samples, args.split_seed)
+        _require_text(eval_dataset, eval_name, source.description)
+    return TextDatasets(train=train, eval=eval_dataset, description=_describe(source.description, train, eval_dataset, held_out))
+
+
+def _check_arguments(args: TextDataArguments) -> None:
+    """Reject contradictory or missing arguments before touching any data."""
+    if not (args.train_file or args.dataset_name):
+        raise ValueError(
+            "No data source: pass --train_file (a local .txt/.json/.jsonl/.csv file) or --dataset_name "
+            f"(a Hub id or one of {', '.join(BUILTIN_PREFIX + name for name in BUILTIN_DATASETS)})."
+        )
+    if args.validation_file and not args.train_file:
+        raise ValueError("--validation_file is only used together with --train_file; pass --train_file or --eval_split instead.")
+    if args.validation_file and args.eval_split:
+        raise ValueError("Both --validation_file and --eval_split are set; pass only one of them.")
+    if args.txt_sample_by not in TXT_SAMPLE_BY:
+        raise ValueError(f"--txt_sample_by must be one of {', '.join(TXT_SAMPLE_BY)}, got {args.txt_sample_by!r}.")
+    if not 0 <= args.validation_split_percentage < 100:
+        raise ValueError(f"--validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}.")
+    for flag, value in (("--max_train_samples", args.max_train_samples), ("--max_eval_samples", args.max_eval_samples)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a positive number of documents, got {value}; leave it unset to keep them all.")
+    for flag, path in (("--train_file", args.train_file), ("--validation_file", args.validation_file)):
+        if path:
+            _file_format(path, flag)
+
+
+def _file_format(path: str, flag: str) -> tuple[str, dict]:
+    """(datasets builder, builder arguments) for ``path``, from its extension; the file must exist."""
+    name = path.lower()
+    for compression in COMPRESSION_EXTENSIONS:
+        if name.endswith(compression):
+            name = name[: -len(compression)]
+            break
+    extension = os.path.splitext(name)[1]
+    if extension not in FILE_FORMATS:
+        raise ValueError(
+            f"{flag} {path!r} has an unsupported format {extension or '(no extension)'!r}; supported: {SUPPORTED_FILES}. "
+            "Rename or convert the file."
+        )
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag} {path!r} does not exist or is not a file; check the path (supported: {SUPPORTED_FILES}).")
+    return FILE_FORMATS[extension]
+
+
+def _open_source(args: TextDataArguments) -> _Source:
+    """Pick the data source by precedence: train_file, builtin:*, then the Hub."""
+    if args.train_file:
+        return _file_source(args)
+    if args.dataset_name.startswith(BUILTIN_PREFIX):
+        return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX):], args.streaming, args.cache_dir)
+    return _hub_source(args.dataset_name, args.dataset_config_name, args.streaming, args.cache_dir)
+
+
+def _file_source(args: TextDataArguments) -> _Source:
+    files = {"train": (args.train_file, "--train_file")}
+    if args.validation_file:
+        files["validation"] = (args.validation_file, "--validation_file")
+
+    def load_split(split: str) -> TextDataset:
+        path, flag = files[split]
+        builder, builder_kwargs = _file_format(path, flag)
+        if builder == "text":
+            builder_kwargs = {**builder_kwargs, "sample_by": args.txt_sample_by}
+        return datasets.load_dataset(
+            builder, data_files={split: path}, split=split, streaming=args.streaming, cache_dir=args.cache_dir, **builder_kwargs
+        )
+
+    description = f"file {args.train_file}" + (f" (eval: {args.validation_file})" if args.validation_file else "")
+    blank_rows_expected = args.txt_sample_by == "line" and any(
+        _file_format(path, flag)[0] == "text" for path, flag in files.values()
+    )
+    return _Source(list(files), load_split, description, blank_rows_expected)
+
+
+def _builtin_source(name: str, streaming: bool, cache_dir: Optional[str]) -> _Source:
+    if name not in BUILTIN_DATASETS:
+        available = "; ".join(f"{BUILTIN_PREFIX}{builtin} ({about})" for builtin, about in BUILTIN_DATASETS.items())
+        raise ValueError(f"Unknown built-in dataset {BUILTIN_PREFIX + name!r}; available: {available}.")
+
+    def load_split(split: str) -> TextDataset:
+        dataset = enwiki_sample_dataset(cache_dir)
+        return dataset.to_iterable_dataset() if streaming else dataset
+
+    return _Source(["train"], load_split, f"{BUILTIN_PREFIX}{name} ({BUILTIN_DATASETS[name]})")
+
+
+def _hub_source(name: str, config_name: Optional[str], streaming: bool, cache_dir: Optional[str]) -> _Source:
+    split_names = datasets.get_dataset_split_names(name, config_name, cache_dir=cache_dir)
+
+    def load_split(split: str) -> TextDataset:
+        return datasets.load_dataset(name, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+
+    kind = "local dataset" if os.path.isdir(name) else "Hub dataset"
+    return _Source(split_names, load_split, f"{kind} {name}" + (f" ({config_name})" if config_name else ""))
+
+
+def _load_named_split(source: _Source, split: str, flag: str) -> TextDataset:
+    if split not in source.split_names:
+        raise ValueError(
+            f"Split {split!r} ({flag}) does not exist in {source.description}; available splits: {source.split_names}."
+        )
+    return source.load_split(split)
+
+
+def _load_eval(source: _Source, args: TextDataArguments) -> tuple[str, Optional[TextDataset]]:
+    """(split name, eval split) as given, or found among EVAL_SPLIT_CANDIDATES; (name, None) when there is none."""
+    if args.train_file:
+        return "validation", (source.load_split("validation") if args.validation_file else None)
+    if args.eval_split:
+        return args.eval_split, _load_named_split(source, args.eval_split, "--eval_split")
+    name = next((split for split in EVAL_SPLIT_CANDIDATES if split in source.split_names), None)
+    return ("eval", None) if name is None else (name, source.load_split(name))
+
+
+# ----------------------------------------------------------------------------- columns
+
+
+def _features(dataset: TextDataset) -> datasets.Features:
+    """The features of ``dataset``; a stream whose features are unknown is peeked at to find them."""
+    if dataset.features is None and isinstance(dataset, datasets.IterableDataset):
+        dataset = dataset._resolve_features()
+    return dataset.features or datasets.Features()
+
+
+def _is_string(feature) -> bool:
+    return isinstance(feature, datasets.Value) and (
+        pa.types.is_string(feature.pa_type) or pa.types.is_large_string(feature.pa_type)
+    )
+
+
+def _describe_columns(features: datasets.Features) -> str:
+    return ", ".join(f"{name!r} ({feature})" for name, feature in features.items()) or "none"
+
+
+def _resolve_text_column(dataset: TextDataset, requested: Optional[str], label_column: Optional[str]) -> str:
+    """The text column of ``dataset``: ``requested``, else "text", else the only string column (not the label)."""
+    features = _features(dataset)
+    columns = list(features)
+    if requested is not None:
+        if requested not in columns:
+            raise ValueError(
+                f"Text column {requested!r} does not exist; the dataset has columns {columns}. "
+                "Pass --text_column_name with one of them."
+            )
+        return requested
+    if TEXT_COLUMN in columns and TEXT_COLUMN != label_column:
+        return TEXT_COLUMN
+    strings = [name for name, feature in features.items() if _is_string(feature) and name != label_column]
+    if len(strings) == 1:
+        return strings[0]
+    reason = "no column holds strings" if not strings else f"several columns hold strings ({strings})"
+    raise ValueError(
+        f"Cannot tell which column holds the text: there is no 'text' column and {reason}; the dataset has columns "
+        f"{_describe_columns(features)}. Pass --text_column_name with the column that holds the documents."
+    )
+
+
+def _standardize_columns(
+    dataset: TextDataset, text_column: str, label_column: Optional[str], split: str
+) -> TextDataset:
+    """Keep only the text (and label) columns, renamed to "text" (and "label"); the text must be strings."""
+    features = _features(dataset)
+    wanted = {text_column: TEXT_COLUMN, **({label_column: LABEL_COLUMN} if label_column else {})}
+    for column, kind in zip(wanted, ("text", "label")):
+        if column not in features:
+            raise ValueError(
+                f"{kind.capitalize()} column {column!r} does not exist in the {split} split; it has columns {list(features)}. "
+                f"Pass --{kind}_column_name naming a column that every split has."
+            )
+    if not _is_string(features[text_column]):
+        raise ValueError(
+            f"Text column {text_column!r} of the {split} split holds {features[text_column]}, not strings; "
+            f"the dataset has columns {_describe_columns(features)}. Pass --text_column_name with a column of strings."
+        )
+    if label_column == text_column:
+        raise ValueError(f"--label_column_name and the text column are both {text_column!r}; pass two different columns.")
+    dataset = dataset.select_columns(list(wanted))
+    renames = {old: new for old, new in wanted.items() if old != new}
+    if set(renames.values()) & set(renames):  # e.g. text from "body", label from "text": rename through temporary names
+        dataset = dataset.rename_columns({old: f"__hfssl_{new}__" for old, new in renames.items()})
+        renames = {f"__hfssl_{new}__": new for new in renames.values()}
+    return dataset.rename_columns(renames) if renames else dataset
+
+
+def _has_text(batch: dict) -> list[bool]:
+    """Keep a row whose text holds a non-whitespace character; None counts as empty."""
+    keep = []
+    for text in batch[TEXT_COLUMN]:
+        if text is not None and not isinstance(text, str):
+            raise ValueError(
+                f"A text value is {type(text).__name__} {text!r}, not a string; "
+                "pass --text_column_name with a column of strings."
+            )
+        keep.append(text is not None and text.strip() != "")
+    return keep
+
+
+def _drop_empty(dataset: TextDataset, split: str, source: _Source) -> TextDataset:
+    """``dataset`` without empty or whitespace-only documents; the number dropped is logged (not for streams)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.filter(_has_text, batched=True)
+    kept = dataset.filter(_has_text, batched=True, desc=f"Dropping empty {split} documents")
+    dropped = len(dataset) - len(kept)
+    if dropped:
+        if source.blank_rows_expected:
+            logger.info("Skipped %d blank lines of the %s split (.txt read line by line).", dropped, split)
+        else:
+            logger.warning(
+                "Dropped %d of %d documents of the %s split of %s: they are empty or whitespace only.",
+                dropped, len(dataset), split, source.description,
+            )
+    return kept
+
+
+def _require_text(dataset: TextDataset, split: str, description: str) -> None:
+    """A dataset without a single non-empty document is an error (a stream is peeked at for its first document)."""
+    if isinstance(dataset, datasets.IterableDataset):
+        empty = next(iter(dataset.take(1)), None) is None
+    else:
+        empty = len(dataset) == 0
+    if empty:
+        raise ValueError(
+            f"The {split} data of {description} has no text: every document is empty or whitespace only. "
+            "Check the file or split, and --text_column_name."
+        )
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _hold_out(train: datasets.Dataset, percentage: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split ``percentage`` percent (rounded up) of the documents off ``train`` for evaluation, shuffled with ``seed``."""
+    n_eval = math.ceil(len(train) * percentage / 100)
+    if n_eval >= len(train):
+        raise ValueError(
+            f"The train split has only {len(train)} documents, too few to hold out {percentage}% for evaluation; "
+            "pass --validation_split_percentage 0, a --validation_file or an --eval_split."
+        )
+    parts = train.train_test_split(test_size=n_eval, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _subsample(dataset: TextDataset, max_samples: Optional[int], seed: int) -> TextDataset:
+    """The first ``max_samples`` rows after a shuffle with ``seed`` (a stream: the first rows, unshuffled)."""
+    if max_samples is None:
+        return dataset
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.take(max_samples)
+    if max_samples >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(max_samples))
+
+
+def _describe(source: str, train: TextDataset, eval_dataset: Optional[TextDataset], held_out: bool) -> str:
+    if isinstance(train, datasets.IterableDataset):
+        return f"{source} (streaming{', with eval' if eval_dataset is not None else ', no eval'})"
+    if eval_dataset is None:
+        return f"{source} ({len(train)} train documents, no eval)"
+    return f"{source} ({len(train)} train / {len(eval_dataset)} {'held-out ' if held_out else ''}eval documents)"
+
+
+# ----------------------------------------------------------------------------- builtin:enwiki-sample
+
+# Cleanup after gensim's filter_wiki, which leaves section headings, bold/italic quotes, list bullets,
+# gallery file names and magic words in place.
+_HEADING = re.compile(r"^(=+)\s*(.*?)\s*\1$")
+_EMPHASIS = re.compile(r"'{2,}")
+_LIST_MARKER = re.compile(r"^[*#:;]+\s*")
+_GALLERY_FILE = re.compile(r"\b(?:File|Image):[^|\n]*\|")
+_MAGIC_WORD = re.compile(r"__[A-Z]+__")
+_SPACES = re.compile(r"[^\S\n]+")
+
+
+# Bump when the parsing below changes what it returns: it keys the on-disk cache of the parsed articles.
+_ENWIKI_PARSER_VERSION = 1
+_ENWIKI_FEATURES = datasets.Features({"title": datasets.Value("string"), "text": datasets.Value("string")})
+
+
+def enwiki_sample_dataset(cache_dir: Optional[str] = None) -> datasets.Dataset:
+    """gensim's Wikipedia sample as a ``Dataset`` with "title" and "text" columns (see ``enwiki_sample_rows``).
+
+    Parsing takes about 2 s on 2 cores, so the result is cached by ``datasets`` (in ``cache_dir``,
+    default the ``datasets`` cache) under a key made of the parser version, the gensim version and
+    the dump's size; a later call, in this process or another, reads it back in milliseconds.
+    """
+    import gensim
+
+    path = _enwiki_sample_path()
+    key = f"enwiki-sample|parser={_ENWIKI_PARSER_VERSION}|gensim={gensim.__version__}|size={os.path.getsize(path)}"
+    return datasets.Dataset.from_generator(
+        _generate_enwiki_rows,
+        features=_ENWIKI_FEATURES,
+        cache_dir=cache_dir,
+        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+    )
+
+
+def _generate_enwiki_rows():
+    yield from enwiki_sample_rows()
+
+
+def _enwiki_sample_path() -> str:
+    """Where gensim's wheel keeps the dump (``gensim.test.utils.datapath``, without importing that module:
+    it builds test corpora on import)."""
+    import gensim
+
+    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", ENWIKI_SAMPLE_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"gensim's Wikipedia sample {ENWIKI_SAMPLE_FILE} is missing from {os.path.dirname(path)}; "
+            "reinstall gensim (its wheel ships the file) or pass --train_file/--dataset_name instead."
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def enwiki_sample_rows() -> tuple[dict, ...]:
+    """The articles of gensim's Wikipedia sample as ``{"title", "text"}`` rows, markup removed; parsed once a process.
+
+    The dump (``gensim.test.utils.datapath(ENWIKI_SAMPLE_FILE)``) holds 206 pages: 106 articles,
+    99 redirects and 1 page outside the article namespace (both skipped, with a logged count). Pages come from ``gensim.corpora.wikicorpus.extract_pages`` (article
+    namespace only), text from its ``filter_wiki`` (links, templates, references, tables, tags),
+    then ``wiki_to_plain_text`` removes what ``filter_wiki`` leaves.
+    """
+    from gensim.corpora.wikicorpus import extract_pages
+
+    start = time.perf_counter()
+    rows, redirects, empty = [], 0, 0
+    with bz2.open(_enwiki_sample_path(), "rb") as dump:
+        for title, raw, _ in extract_pages(dump, filter_namespaces=("0",)):
+            if raw.lstrip()[:9].upper() == "#REDIRECT":
+                redirects += 1
+                continue
+            text = wiki_to_plain_text(raw)
+            if not text:
+                empty += 1
+                continue
+            rows.append({"title": title, "text": text})
+    logger.info(
+        "Parsed %d Wikipedia articles from gensim's %s in %.1f s; skipped %d redirects and %d empty or non-article pages.",
+        len(rows), ENWIKI_SAMPLE_FILE, time.perf_counter() - start, redirects, empty,
+    )
+    return tuple(rows)
+
+
+def wiki_to_plain_text(raw: str) -> str:
+    """MediaWiki markup to plain text: gensim's ``filter_wiki``, then headings, quotes, bullets and spaces.
+
+    Paragraphs are kept, separated by ``"\\n\\n"``; the lines inside a paragraph (list items
+    included) are joined with a space, so the text holds no other newline. A section heading
+    becomes a paragraph of its own (its title without the ``==``).
+    """
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    text = _GALLERY_FILE.sub("", _EMPHASIS.sub("", _MAGIC_WORD.sub("", filter_wiki(raw))))
+    paragraphs: list[str] = []
+    lines: list[str] = []
+    for line in text.split("\n"):
+        line = _SPACES.sub(" ", line).strip()
+        heading = _HEADING.match(line)
+        if heading or not line:
+            if lines:
+                paragraphs.append(" ".join(lines))
+                lines = []
+            if heading and heading.group(2):
+                paragraphs.append(heading.group(2))
+            continue
+        line = _LIST_MARKER.sub("", line)
+        if line:
+            lines.append(line)
+    if lines:
+        paragraphs.append(" ".join(lines))
+    return "\n\n".join(paragraphs)
