@@ -34,9 +34,14 @@ class SSLTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched > 1 and self.world_size == 1:
-            raise ValueError(
-                f"{launched} processes were launched but training would run unparallelised in each of them "
-                "(accelerate found no GPU). On a machine without GPUs pass --use_cpu to train over gloo."
-            )
+        refuse_unconnected_processes(self)
+
+
+def refuse_unconnected_processes(args: TrainingArguments) -> None:
+    """Raise when several processes were launched but each would train alone (no GPU, no ``--use_cpu``)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size == 1:
+        raise ValueError(
+            f"{launched} processes were launched but training would run unparallelised in each of them "
+            "(accelerate found no GPU). On a machine without GPUs pass --use_cpu to train over gloo."
+        )

@@ -42,6 +42,20 @@ The `backbone/` folder is a plain transformers `{backbone_class}` that loads wit
 """
 
 
+class HfsslModelCardMixin:
+    """For ``Trainer`` subclasses: write hfssl's card (``model_card_text``, set by the recipe once
+    metrics are measured) instead of Trainer's supervised one."""
+
+    model_card_text: str | None = None
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        if self.model_card_text is None:
+            return super().create_model_card(*args, **kwargs)
+        if self.is_world_process_zero():
+            with open(os.path.join(self.args.output_dir, "README.md"), "w") as handle:
+                handle.write(self.model_card_text)
+
+
 def metrics_table(metrics: dict) -> str:
     rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in sorted(metrics.items())]
     return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "No evaluation was run."
@@ -77,9 +91,11 @@ def write_model_card(
     return card
 
 
-def training_summary(args) -> str:
-    """One line describing the optimisation, from ``TrainingArguments``."""
-    optimizer = "LARS" if getattr(args, "use_lars", False) else str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+def training_summary(args, optimizer: str | None = None) -> str:
+    """One line describing the optimisation, from ``TrainingArguments`` (``optimizer`` names one
+    that a trainer creates itself)."""
+    if optimizer is None:
+        optimizer = "LARS" if getattr(args, "use_lars", False) else str(args.optim.value if hasattr(args.optim, "value") else args.optim)
     return json.dumps(
         {
             "optimizer": optimizer,
@@ -91,3 +107,68 @@ def training_summary(args) -> str:
             "seed": args.seed,
         }
     )
+
+
+WORD2VEC_CARD_TEMPLATE = """---
+library_name: transformers
+tags:
+- hfssl
+- word2vec
+- word-embeddings
+---
+
+# {name}
+
+Word vectors trained with **word2vec {mode}** (negative sampling) using hfssl.
+
+- **Method:** word2vec (`hfssl.METHODS["word2vec"]`), Mikolov et al. 2013
+- **Data:** {data}
+- **Vocabulary:** {vocab_size:,} words (`min_count={min_count}`), word pattern `{pattern}`, lower-cased: {lowercase}
+- **Hyperparameters:** vector_size {vector_size}, window {window}, negative {negative}, ns_exponent {ns_exponent}, sample {sample}
+- **Training:** {training}
+
+## Results
+
+{metrics_table}
+
+## Use
+
+```python
+import hfssl  # registers the hfssl model types
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained("{name}")    # Word2VecModel, with its vocabulary in model.tokenizer
+model.most_similar("king", topn=5)
+vectors = model.to_keyed_vectors()              # a gensim KeyedVectors
+```
+"""
+
+
+def write_word2vec_model_card(
+    output_dir: str, model, data_description: str, training_summary: str, metrics: dict,
+    repo_id: str | None = None, write: bool = True,
+) -> str:
+    """Return the card of a word2vec model and (with ``write``) save it as ``README.md``."""
+    config, tokenizer = model.config, model.tokenizer
+    pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer.__getstate__() if tokenizer is not None else b"{}"
+    card = WORD2VEC_CARD_TEMPLATE.format(
+        name=repo_id or os.path.basename(os.path.normpath(output_dir)),
+        mode="skip-gram" if config.sg else "CBOW",
+        data=data_description,
+        vocab_size=config.vocab_size - 1,
+        min_count=config.min_count,
+        pattern=json.loads(pre_tokenizer).get("pattern", {}).get("Regex", "?"),
+        lowercase=tokenizer is not None and tokenizer.backend_tokenizer.normalizer is not None,
+        vector_size=config.vector_size,
+        window=config.window,
+        negative=config.negative,
+        ns_exponent=config.ns_exponent,
+        sample=config.sample,
+        training=training_summary,
+        metrics_table=metrics_table(metrics),
+    )
+    if write:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "README.md"), "w") as handle:
+            handle.write(card)
+    return card

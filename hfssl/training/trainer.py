@@ -16,7 +16,6 @@ accumulation and resume.
 
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import nn
@@ -24,11 +23,12 @@ from torch.utils.data import DataLoader
 from transformers import Trainer
 
 from ..evaluation.frozen import frozen_feature_metrics
+from .model_card import HfsslModelCardMixin
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
 
 
-class SSLTrainer(Trainer):
+class SSLTrainer(HfsslModelCardMixin, Trainer):
     """
     Args (beyond ``Trainer``'s):
         view_generator: uint8 (B, C, H, W) -> list of normalised float views, on the device.
@@ -42,7 +42,6 @@ class SSLTrainer(Trainer):
         self.view_generator = view_generator
         self.eval_transform = eval_transform
         self.knn_train_dataset = knn_train_dataset
-        self.model_card_text: str | None = None  # set by the recipe once metrics are measured
         self._last_outputs = None
         if self.args.sync_batchnorm and self.args.world_size > 1:
             if self.args.device.type == "cpu":
@@ -93,14 +92,6 @@ class SSLTrainer(Trainer):
             if features is not None:
                 logs["feature_rank"] = round(effective_rank(features), 3)
         super().log(logs, start_time)
-
-    def create_model_card(self, *args, **kwargs) -> None:
-        """Write hfssl's card (method, data, backbone, metrics) instead of Trainer's supervised one."""
-        if self.model_card_text is None:
-            return super().create_model_card(*args, **kwargs)
-        if self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, "README.md"), "w") as handle:
-                handle.write(self.model_card_text)
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
