@@ -35,3 +35,9 @@ def compute_accuracy(predictions, references) -> float:
     """
     result = load_metric("accuracy").compute(predictions=_to_numpy(predictions), references=_to_numpy(references))
     return result["accuracy"]
+
+
+def compute_spearmanr(predictions, references) -> float:
+    """Spearman rank correlation of ``predictions`` (N,) and ``references`` (N,)."""
+    result = load_metric("spearmanr").compute(predictions=_to_numpy(predictions), references=_to_numpy(references))
+    return result["spearmanr"]
