@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 
 from .augment import simclr_view_generator
 from .models.simclr import SimCLRConfig, SimCLRModel
+from .models.word2vec import Word2VecConfig, Word2VecModel
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ class Method(NamedTuple):
 
 METHODS: dict[str, Method] = {
     "simclr": Method(SimCLRConfig, SimCLRModel, simclr_view_generator),
+    "word2vec": Method(Word2VecConfig, Word2VecModel),
 }
 
 
@@ -39,4 +41,4 @@ def _register(methods: dict[str, Method]) -> None:
 
 _register(METHODS)
 
-__all__ = ["METHODS", "Method", "SimCLRConfig", "SimCLRModel", "__version__"]
+__all__ = ["METHODS", "Method", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]
