@@ -124,11 +124,12 @@ def _chunk_loss_and_grads(
     targets = torch.cat([center_ids[:, None], negative_ids], dim=1)  # (n, 1 + K)
     if context_mask is None:
         h = input_weight.index_select(0, context_ids)  # (n, D)
-    else:
-        mask = context_mask.to(input_weight.dtype)[:, :, None]
-        h = (input_weight[context_ids] * mask).sum(1)
+    else:  # gather the real context words only (about half of the padded slots)
+        rows, slots = context_mask.nonzero(as_tuple=True)
+        words = context_ids[rows, slots]
+        h = input_weight.new_zeros(len(center_ids), input_weight.shape[1]).index_add_(0, rows, input_weight.index_select(0, words))
         if cbow_mean:
-            h = h / mask.sum(1).clamp_min(1)
+            h /= torch.bincount(rows, minlength=len(center_ids)).clamp_min(1).to(h.dtype)[:, None]
     u = output_weight.index_select(0, targets.reshape(-1)).view(*targets.shape, -1)  # (n, 1 + K, D)
     scores = torch.bmm(u, h[:, :, None]).squeeze(-1)  # (n, 1 + K)
     valid = (negative_ids != center_ids[:, None]).to(scores.dtype)
@@ -141,8 +142,7 @@ def _chunk_loss_and_grads(
     if context_mask is None:
         input_acc.index_add_(0, context_ids, h_grad)
     else:  # every real context word gets the error of its row (not divided by the count: word2vec.c)
-        rows, slots = context_mask.nonzero(as_tuple=True)
-        input_acc.index_add_(0, context_ids[rows, slots], h_grad[rows])
+        input_acc.index_add_(0, words, h_grad.index_select(0, rows))
     return loss.double()
 
 
