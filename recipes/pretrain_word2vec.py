@@ -132,6 +132,8 @@ def main(argv=None):
 
     evaluation = trainer.evaluate()
     metrics = {name.removeprefix("eval_"): value for name, value in evaluation.items() if name != "epoch"}
+    if "loss" in metrics:  # held-out negative-sampling loss of the validation text
+        metrics["validation_loss_per_pair"] = metrics.pop("loss")
     metrics["words_per_second"] = train_metrics["words_per_second"]
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=True)

@@ -371,3 +371,39 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
     expected, actual = Word2VecModel.from_pretrained(straight).state_dict(), Word2VecModel.from_pretrained(resumed).state_dict()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
+
+
+def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
+    import os
+    import subprocess
+
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_word2vec.py"),
+        *_recipe_arguments(shared_data, output, "--max_train_samples", "120", "--min_count", "2", "--max_steps", "4",
+                           "--per_device_train_batch_size", "16", "--save_strategy", "no"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    results = json.loads((output / "all_results.json").read_text())
+    assert {"wordsim353_spearman", "simlex999_spearman", "analogy_accuracy"} <= results.keys()
+    assert Word2VecModel.from_pretrained(output).words[:2] == ["[UNK]", "the"]
+
+
+def test_analogies_treat_spellings_of_a_word_as_one_answer_as_gensim_does(tmp_path):
+    from gensim.models import KeyedVectors
+
+    from hfssl.evaluation.word_vectors import analogy_accuracy, read_analogies
+
+    words = ["man", "woman", "king", "Queen", "queen", "King", "apple"]
+    vectors = np.random.default_rng(0).normal(size=(len(words), 8)).astype(np.float32)
+    vectors[3] = vectors[2] - vectors[0] + vectors[1]  # "Queen" is the nearest answer
+    vectors[5] = vectors[3] * 1.01  # ... after "King", a spelling of a question word that must be skipped
+    (tmp_path / "questions.txt").write_text(": royal\nman woman king queen\nMAN WOMAN KING QUEEN\n")
+    ours = analogy_accuracy(words, torch.from_numpy(vectors), read_analogies(str(tmp_path / "questions.txt")))
+    keyed = KeyedVectors(8)
+    keyed.add_vectors(words, vectors)
+    assert ours["accuracy"] == keyed.evaluate_word_analogies(str(tmp_path / "questions.txt"))[0] == 1.0

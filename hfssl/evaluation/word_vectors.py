@@ -109,14 +109,18 @@ def analogy_accuracy(
                 section_of.append(section)
     if not questions:
         return {"accuracy": float("nan"), "oov_ratio": 1.0, "questions": 0, "sections": {}}
-    questions = torch.tensor(questions)  # (Q, 4): a, b, c, expected
+    questions = torch.tensor(questions)  # (Q, 4): a, b, c, expected, as ids of their most frequent spelling
+    # Every id's most frequent spelling, so that "Queen" and "queen" are one answer (gensim compares
+    # upper-cased words and never answers with a spelling of a, b or c).
+    spelling = torch.tensor([index[word.upper()] for word in words[: len(unit)]])
     predictions = torch.empty(len(questions), dtype=torch.long)
     for start in range(0, len(questions), batch_size):
         batch = questions[start : start + batch_size]
         query = unit[batch[:, 1]] - unit[batch[:, 0]] + unit[batch[:, 2]]  # (q, D)
         scores = query @ unit.T  # (q, V)
-        scores.scatter_(1, batch[:, :3], float("-inf"))
-        predictions[start : start + batch_size] = scores.argmax(1)
+        asked = (spelling[None, :, None] == batch[:, None, :3]).any(-1)  # (q, V): a spelling of a, b or c
+        scores.masked_fill_(asked, float("-inf"))
+        predictions[start : start + batch_size] = spelling[scores.argmax(1)]
     section_of = torch.tensor(section_of)
     per_section = {
         sections[s][0]: compute_accuracy(predictions[section_of == s], questions[section_of == s, 3]) for s in section_of.unique().tolist()
@@ -129,24 +133,27 @@ def analogy_accuracy(
     }
 
 
-def word_vector_metrics(words: Sequence[str], vectors: torch.Tensor) -> dict[str, float]:
+def word_vector_metrics(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int = RESTRICT_VOCAB) -> dict[str, float]:
     """Every benchmark, flat: ``wordsim353_spearman``, ``wordsim353_oov_ratio``, ``simlex999_spearman``,
-    ``simlex999_oov_ratio``, ``analogy_accuracy``, ``analogy_oov_ratio``."""
+    ``simlex999_oov_ratio``, ``analogy_accuracy``, ``analogy_oov_ratio``; only the ``restrict_vocab``
+    first words (the most frequent) are looked up, as gensim does."""
+    if restrict_vocab < 1:
+        raise ValueError(f"restrict_vocab must be a positive number of words, got {restrict_vocab}.")
     if len(words) != len(vectors):
         raise ValueError(f"{len(words)} words but {len(vectors)} vectors: they must match row for row.")
     metrics: dict[str, float] = {}
     for name, filename in SIMILARITY_FILES.items():
-        result = word_similarity(words, vectors, read_word_pairs(gensim_test_file(filename)))
+        result = word_similarity(words, vectors, read_word_pairs(gensim_test_file(filename)), restrict_vocab)
         metrics[f"{name}_spearman"] = result["spearman"]
         metrics[f"{name}_oov_ratio"] = result["oov_ratio"]
-    analogies = analogy_accuracy(words, vectors, read_analogies(gensim_test_file(ANALOGY_FILE)))
+    analogies = analogy_accuracy(words, vectors, read_analogies(gensim_test_file(ANALOGY_FILE)), restrict_vocab)
     metrics["analogy_accuracy"] = analogies["accuracy"]
     metrics["analogy_oov_ratio"] = analogies["oov_ratio"]
     return metrics
 
 
-def model_word_vector_metrics(model) -> dict[str, float]:
+def model_word_vector_metrics(model, restrict_vocab: int = RESTRICT_VOCAB) -> dict[str, float]:
     """:func:`word_vector_metrics` of a :class:`~hfssl.Word2VecModel` (its vocabulary without ``[UNK]``)."""
     words = model.words
     keep = [i for i in range(len(words)) if i != model.config.unk_token_id]
-    return word_vector_metrics([words[i] for i in keep], model.word_vectors()[keep].cpu())
+    return word_vector_metrics([words[i] for i in keep], model.word_vectors()[keep].cpu(), restrict_vocab)

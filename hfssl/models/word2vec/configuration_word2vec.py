@@ -59,7 +59,7 @@ class Word2VecConfig(PreTrainedConfig):
             "window": self.window >= 1,
             "negative": self.negative >= 1,
             "sample": self.sample >= 0,
-            "min_count": self.min_count >= 1,
+            "min_count": self.min_count >= 0,
             "chunk_size": self.chunk_size >= 1,
         }
         for name, ok in checks.items():

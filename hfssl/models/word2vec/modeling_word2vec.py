@@ -230,8 +230,9 @@ class Word2VecModel(PreTrainedModel):
         return keyed
 
     def save_word2vec_format(self, path: str | os.PathLike, binary: bool = False) -> None:
-        """Write the vectors in the word2vec text (or ``binary``) format, most frequent words first."""
-        self.to_keyed_vectors().save_word2vec_format(os.fspath(path), binary=binary, write_header=True)
+        """Write the vectors in the word2vec text (or ``binary``) format, in id order (the
+        vocabulary's order: most frequent first when hfssl built it)."""
+        self.to_keyed_vectors().save_word2vec_format(os.fspath(path), binary=binary, write_header=True, sort_attr=None)
 
     @torch.no_grad()
     def most_similar(self, words: str | list[str], topn: int = 10) -> dict[str, list[tuple[str, float]]]:
@@ -268,7 +269,12 @@ class Word2VecModel(PreTrainedModel):
         try:
             tokenizer = PreTrainedTokenizerFast.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         except (OSError, ValueError) as error:
-            logger.warning("No vocabulary found beside the weights in %s (%s); model.words is unavailable.", pretrained_model_name_or_path, error)
+            logger.warning(
+                "No vocabulary (tokenizer.json) beside the weights in %s, so model.words is unavailable; attach the one "
+                "the model was trained with: model.set_tokenizer(PreTrainedTokenizerFast.from_pretrained(path)).",
+                pretrained_model_name_or_path,
+            )
+            logger.debug("Loading the tokenizer failed with: %s", error)
         else:
             model.set_tokenizer(tokenizer)
         return model
