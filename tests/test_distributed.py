@@ -93,3 +93,48 @@ def test_gather_handles_unequal_batches(tmp_path, sizes):
     z1, _ = _full_batch(sizes)
     for r in results:
         torch.testing.assert_close(r["gathered"], z1)
+
+
+def _word2vec_model_and_rows():
+    from hfssl import Word2VecConfig, Word2VecModel
+
+    torch.manual_seed(5)
+    model = Word2VecModel(Word2VecConfig(vocab_size=30, vector_size=6))
+    with torch.no_grad():
+        model.output_embeddings.weight.normal_(0, 0.3)  # non-zero, so that every gradient term is exercised
+    generator = torch.Generator().manual_seed(6)
+    rows = {
+        "center_ids": torch.randint(1, 30, (16,), generator=generator),
+        "context_ids": torch.randint(1, 30, (16,), generator=generator),
+        "negative_ids": torch.randint(1, 30, (16, 5), generator=generator),
+    }
+    return model, rows
+
+
+def _word2vec_worker(rank: int, port: int, result_path: str):
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        model, rows = _word2vec_model_and_rows()
+        ddp = DistributedDataParallel(model)
+        local = {name: value[rank * 8 : (rank + 1) * 8] for name, value in rows.items()}
+        loss = ddp(**local).loss * WORLD  # what Word2VecTrainer.compute_loss does
+        loss.backward()
+        torch.save({name: p.grad for name, p in model.named_parameters()}, f"{result_path}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_word2vec_gradients_over_two_processes_equal_the_summed_single_process_gradients(tmp_path):
+    """DDP averages gradients; Word2VecTrainer multiplies the loss by the world size so that the
+    step adds every pair's update, as one process on the whole batch does."""
+    result_path = str(tmp_path / "w2v")
+    mp.spawn(_word2vec_worker, args=(_free_port(), result_path), nprocs=WORLD, join=True)
+    results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
+    model, rows = _word2vec_model_and_rows()
+    model(**rows).loss.backward()
+    for name, parameter in model.named_parameters():
+        for result in results:  # every process holds the same all-reduced gradient
+            torch.testing.assert_close(result[name], parameter.grad, atol=1e-6, rtol=1e-5)
