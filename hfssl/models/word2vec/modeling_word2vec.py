@@ -232,7 +232,9 @@ class Word2VecModel(PreTrainedModel):
     def save_word2vec_format(self, path: str | os.PathLike, binary: bool = False) -> None:
         """Write the vectors in the word2vec text (or ``binary``) format, in id order (the
         vocabulary's order: most frequent first when hfssl built it)."""
-        self.to_keyed_vectors().save_word2vec_format(os.fspath(path), binary=binary, write_header=True, sort_attr=None)
+        keyed = self.to_keyed_vectors()
+        keyed.expandos["id_order"] = np.arange(len(keyed), 0, -1)  # gensim writes in descending order of an attribute
+        keyed.save_word2vec_format(os.fspath(path), binary=binary, write_header=True, sort_attr="id_order")
 
     @torch.no_grad()
     def most_similar(self, words: str | list[str], topn: int = 10) -> dict[str, list[tuple[str, float]]]:
