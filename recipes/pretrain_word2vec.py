@@ -53,6 +53,9 @@ class Word2VecArguments:
     lowercase: bool = field(default=True, metadata={"help": "Lower-case text before matching words."})
     sentence_unit: str = field(default="paragraph", metadata={"help": f"What windows never cross: one of {SENTENCE_UNITS}."})
     max_sentence_length: int = field(default=10_000, metadata={"help": "Longer sentences are cut into pieces of this many words."})
+    shared_negatives: bool = field(
+        default=False, metadata={"help": "Skip-gram: the pairs of a window share its negatives (faster; Ji et al. 2016)."}
+    )
     loss_implementation: str = field(default="fused", metadata={"help": "'fused' (fast, exact) or 'autograd' (reference)."})
     most_similar_words: str = field(
         default="king,woman,france,house,good,day", metadata={"help": "Comma-separated words whose nearest neighbours are reported."}
@@ -105,6 +108,7 @@ def main(argv=None):
         vocab_size=len(tokenizer), vector_size=w2v_args.vector_size, sg=w2v_args.sg, window=w2v_args.window, negative=w2v_args.negative,
         ns_exponent=w2v_args.ns_exponent, sample=w2v_args.sample, cbow_mean=w2v_args.cbow_mean, min_count=w2v_args.min_count,
         max_vocab_size=w2v_args.max_vocab_size, unk_token_id=tokenizer.unk_token_id, loss_implementation=w2v_args.loss_implementation,
+        shared_negatives=w2v_args.shared_negatives,
     )  # fmt: skip
     model = Word2VecModel(config)
     model.set_word_counts(counts)

@@ -407,3 +407,43 @@ def test_analogies_treat_spellings_of_a_word_as_one_answer_as_gensim_does(tmp_pa
     keyed = KeyedVectors(8)
     keyed.add_vectors(words, vectors)
     assert ours["accuracy"] == keyed.evaluate_word_analogies(str(tmp_path / "questions.txt"))[0] == 1.0
+
+
+@pytest.mark.parametrize("implementation", ["autograd", "fused"])
+def test_shared_negatives_equal_per_pair_rows_with_the_windows_negatives(implementation):
+    """Skip-gram over windows whose pairs share the negatives == the per-pair loss with each
+    window's negatives repeated for its pairs (value and gradients)."""
+    generator = torch.Generator().manual_seed(0)
+    win, wout = _weights(vocab=20, dim=6, seed=1)
+    centers, contexts = torch.randint(1, 20, (9,), generator=generator), torch.randint(1, 20, (9, 4), generator=generator)
+    mask = torch.rand(9, 4, generator=generator) < 0.6
+    mask[:, 0] = True
+    negatives = torch.randint(1, 20, (9, 3), generator=generator)
+    negatives[0, 0] = centers[0]  # skipped, as per pair
+    rows, slots = mask.nonzero(as_tuple=True)
+    expected_loss, expected_gin, expected_gout = _hand_loss_and_grads(
+        win, wout, centers[rows].tolist(), [[c] for c in contexts[rows, slots].tolist()], [[1]] * len(rows), negatives[rows].tolist(), True
+    )
+    win.requires_grad_(True), wout.requires_grad_(True)
+    if implementation == "autograd":
+        loss = negative_sampling_loss(win, wout, centers, contexts, mask, negatives, shared_negatives=True)
+    else:
+        loss = fused_negative_sampling_loss(win, wout, centers, contexts, mask, negatives, chunk_size=4, shared_negatives=True)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
+    torch.testing.assert_close(win.grad, expected_gin, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(wout.grad, expected_gout, rtol=1e-10, atol=1e-12)
+
+
+def test_shared_negatives_model_trains_on_windows():
+    model = Word2VecModel(Word2VecConfig(vocab_size=40, vector_size=8, sg=True, shared_negatives=True, window=2))
+    model.set_word_counts(torch.arange(40))
+    packed = SentenceCollator()([np.arange(1, 30, dtype=np.int32)])
+    torch.manual_seed(0)
+    rows = model.training_rows(packed["token_ids"], packed["sentence_ids"])
+    assert rows["context_ids"].shape[1] == 4 and "context_mask" in rows
+    loss = model(**rows).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.output_embeddings.weight.grad.abs().sum() > 0  # input grads are 0: outputs start at 0
+    with pytest.raises(ValueError, match="skip-gram option"):
+        Word2VecConfig(sg=False, shared_negatives=True)

@@ -27,6 +27,11 @@ class Word2VecConfig(PreTrainedConfig):
             chunks, see :mod:`~hfssl.models.word2vec.negative_sampling`) or ``"autograd"`` (the
             reference; with sparse embedding gradients when ``set_sparse_gradients(True)``). Only the
             fused loss applies a batch's updates chunk after chunk, which large batches need.
+        shared_negatives: skip-gram only: the pairs of one center's window share its ``negative``
+            noise words (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"),
+            so a window costs one small matrix product instead of a dot product per pair and noise
+            word; each pair's negatives still follow the noise distribution, but they are no longer
+            independent across the window (word2vec.c draws them per pair). Default off.
         chunk_size: rows per chunk of the fused loss: the granularity at which a batch's SGD updates
             are applied one after the other (word2vec: 1 pair; 512-4096 gave the same scores).
         min_count, max_vocab_size: the vocabulary rule the model was built with (recorded for the
@@ -48,6 +53,7 @@ class Word2VecConfig(PreTrainedConfig):
     max_vocab_size: int | None = None
     unk_token_id: int = 0
     loss_implementation: str = "fused"
+    shared_negatives: bool = False
     chunk_size: int = 4096
     tie_word_embeddings: bool = False  # input and output vectors are distinct matrices
 
@@ -66,6 +72,8 @@ class Word2VecConfig(PreTrainedConfig):
             if not ok:
                 hint = " (hierarchical softmax is not implemented: use negative sampling)" if name == "negative" else ""
                 raise ValueError(f"Word2VecConfig.{name}={getattr(self, name)!r} is out of range{hint}.")
+        if self.shared_negatives and not self.sg:
+            raise ValueError("Word2VecConfig.shared_negatives is a skip-gram option (CBOW already has one set of negatives per window).")
         if self.loss_implementation not in ("fused", "autograd"):
             raise ValueError(f"Word2VecConfig.loss_implementation must be 'fused' or 'autograd', got {self.loss_implementation!r}.")
         if not 0 <= self.unk_token_id < self.vocab_size:

@@ -153,7 +153,8 @@ class Word2VecModel(PreTrainedModel):
     def training_rows(self, token_ids: torch.LongTensor, sentence_ids: torch.LongTensor) -> dict[str, torch.Tensor]:
         """This step's (center, context) rows from packed sentences: subsampling and shrunk windows
         with the config's ``sample``, ``window`` and ``sg`` (see :func:`hfssl.data.word2vec.training_rows`)."""
-        return training_rows(token_ids, sentence_ids, self.keep_probability(), self.config.window, self.config.sg)
+        windows = not self.config.sg or self.config.shared_negatives
+        return training_rows(token_ids, sentence_ids, self.keep_probability(), self.config.window, sg=not windows)
 
     def sample_negatives(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Ids drawn from the unigram ** ns_exponent distribution, ``shape``, on the model's device."""
@@ -190,22 +191,26 @@ class Word2VecModel(PreTrainedModel):
         if negative_ids is None:
             negative_ids = self.sample_negatives((center_ids.shape[0], self.config.negative))
         weights = (self.input_embeddings.weight, self.output_embeddings.weight)
-        mask = None if self.config.sg else context_mask
+        shared = self.config.shared_negatives
+        mask = None if self.config.sg and not shared else context_mask
         if self.config.loss_implementation == "fused" and torch.is_grad_enabled():
             loss = fused_negative_sampling_loss(
-                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.config.chunk_size, sgd_step_size
+                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.config.chunk_size, sgd_step_size, shared
             )
         else:
-            loss = negative_sampling_loss(*weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.input_embeddings.sparse)
+            loss = negative_sampling_loss(
+                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.input_embeddings.sparse, shared
+            )
         return Word2VecOutput(loss=loss, num_pairs=num_pairs)
 
     def _check_inputs(self, center_ids, context_ids, context_mask) -> None:
         if center_ids.dim() != 1:
             raise ValueError(f"center_ids must be (N,), got shape {tuple(center_ids.shape)}.")
-        if self.config.sg and context_ids.shape != center_ids.shape:
+        windows = not self.config.sg or self.config.shared_negatives
+        if not windows and context_ids.shape != center_ids.shape:
             raise ValueError(f"Skip-gram takes one context word per row: context_ids (N,) = {tuple(center_ids.shape)}, got {tuple(context_ids.shape)}.")
-        if not self.config.sg and (context_ids.dim() != 2 or context_mask is None or context_mask.shape != context_ids.shape):
-            raise ValueError("CBOW takes context_ids (N, C) with a context_mask of the same shape.")
+        if windows and (context_ids.dim() != 2 or context_mask is None or context_mask.shape != context_ids.shape):
+            raise ValueError("CBOW and skip-gram with shared negatives take context_ids (N, C) with a context_mask of the same shape.")
 
     def context_vectors(self, context_ids: torch.LongTensor, context_mask: torch.BoolTensor | None = None) -> torch.Tensor:
         """The vectors h that predict the center words: (N,) -> (N, D) for skip-gram, (N, C) -> (N, D) for CBOW."""

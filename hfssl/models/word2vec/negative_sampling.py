@@ -50,11 +50,22 @@ def negative_sampling_loss(
     negative_ids: torch.Tensor,
     cbow_mean: bool = True,
     sparse: bool = False,
+    shared_negatives: bool = False,
 ) -> torch.Tensor:
     """Reference implementation through autograd (the formula of the module docstring). Shapes:
     weights (V, D); ``center_ids`` (N,); ``context_ids`` (N,) or (N, C) with ``context_mask`` (N, C);
     ``negative_ids`` (N, K). Returns the scalar loss summed over rows. ``sparse`` gives the weights
-    sparse gradients (rows touched only), which plain SGD accepts."""
+    sparse gradients (rows touched only), which plain SGD accepts.
+
+    ``shared_negatives``: skip-gram over windows: row i holds a center and its C context slots,
+    each real context word makes a (context, center) pair, and the pairs of a row share its K
+    negatives (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory")."""
+    if shared_negatives:
+        targets = torch.cat([center_ids[:, None], negative_ids], dim=1)
+        scores = torch.bmm(F.embedding(context_ids, input_weight, sparse=sparse), F.embedding(targets, output_weight, sparse=sparse).transpose(1, 2))
+        mask = context_mask.to(scores.dtype)  # (N, C); scores (N, C, 1 + K)
+        valid = (negative_ids != center_ids[:, None]).to(scores.dtype)
+        return -(F.logsigmoid(scores[:, :, 0]) * mask).sum() - (F.logsigmoid(-scores[:, :, 1:]) * mask[:, :, None] * valid[:, None, :]).sum()
     h = context_vectors(input_weight, context_ids, context_mask, cbow_mean, sparse)  # (N, D)
     targets = F.embedding(torch.cat([center_ids[:, None], negative_ids], dim=1), output_weight, sparse=sparse)  # (N, 1 + K, D)
     scores = torch.bmm(targets, h[:, :, None]).squeeze(-1)  # (N, 1 + K)
@@ -77,14 +88,14 @@ class FusedNegativeSamplingLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size):
+    def forward(ctx, input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size, shared_negatives):
         with torch.no_grad():
             if step_size > 0:
                 start = (input_weight.clone(), output_weight.clone())
                 try:
                     loss = _loss_over_chunks(
-                        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size,
-                        accumulators=(input_weight, output_weight), scale=-step_size,
+                        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives,
+                        chunk_size, accumulators=(input_weight, output_weight), scale=-step_size,
                     )
                     grads = tuple(torch.sub(before, after).div_(step_size) for before, after in zip(start, (input_weight, output_weight)))
                 finally:
@@ -93,8 +104,8 @@ class FusedNegativeSamplingLoss(torch.autograd.Function):
             else:
                 grads = (torch.zeros_like(input_weight), torch.zeros_like(output_weight))
                 loss = _loss_over_chunks(
-                    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size,
-                    accumulators=grads, scale=1.0,
+                    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives,
+                    chunk_size, accumulators=grads, scale=1.0,
                 )
         ctx.save_for_backward(*grads)
         return loss.to(input_weight.dtype)
@@ -102,19 +113,42 @@ class FusedNegativeSamplingLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         input_grad, output_grad = ctx.saved_tensors
-        return input_grad * grad_loss, output_grad * grad_loss, None, None, None, None, None, None, None
+        return input_grad * grad_loss, output_grad * grad_loss, None, None, None, None, None, None, None, None
 
 
-def _loss_over_chunks(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, accumulators, scale):
+def _loss_over_chunks(
+    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives, chunk_size, accumulators, scale
+):
     """Summed loss of all rows; each chunk adds ``scale`` times its gradients into ``accumulators``."""
     loss = torch.zeros((), dtype=torch.float64, device=input_weight.device)
+    chunk_loss = _window_chunk_loss_and_grads if shared_negatives else _chunk_loss_and_grads
+    extra = () if shared_negatives else (cbow_mean,)
+    if shared_negatives:  # a window holds up to C pairs: keep about chunk_size pairs a chunk
+        chunk_size = max(1, chunk_size // context_ids.shape[1])
     for start in range(0, center_ids.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
         mask = None if context_mask is None else context_mask[rows]
-        loss += _chunk_loss_and_grads(
-            input_weight, output_weight, center_ids[rows], context_ids[rows], mask, negative_ids[rows], cbow_mean, *accumulators, scale
-        )
+        loss += chunk_loss(input_weight, output_weight, center_ids[rows], context_ids[rows], mask, negative_ids[rows], *extra, *accumulators, scale)
     return loss
+
+
+def _window_chunk_loss_and_grads(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, input_acc, output_acc, scale):
+    """Skip-gram with the negatives shared by a window's pairs: three small matrix products per chunk."""
+    rows, slots = context_mask.nonzero(as_tuple=True)
+    words = context_ids[rows, slots]
+    h = input_weight.new_zeros(*context_ids.shape, input_weight.shape[1])  # (n, C, D), zero at padding
+    h[rows, slots] = input_weight.index_select(0, words)
+    targets = torch.cat([center_ids[:, None], negative_ids], dim=1)  # (n, 1 + K)
+    u = output_weight.index_select(0, targets.reshape(-1)).view(*targets.shape, -1)  # (n, 1 + K, D)
+    scores = torch.bmm(h, u.transpose(1, 2))  # (n, C, 1 + K)
+    mask = context_mask.to(scores.dtype)[:, :, None]
+    valid = (negative_ids != center_ids[:, None]).to(scores.dtype)[:, None, :]  # (n, 1, K)
+    positive, negative = scores[:, :, :1], scores[:, :, 1:]
+    loss = -(F.logsigmoid(positive) * mask).sum() - (F.logsigmoid(-negative) * mask * valid).sum()
+    score_grad = torch.cat([torch.sigmoid(positive) - 1, torch.sigmoid(negative) * valid], dim=2) * (mask * scale)  # (n, C, 1 + K)
+    output_acc.index_add_(0, targets.reshape(-1), torch.bmm(score_grad.transpose(1, 2), h).reshape(-1, h.shape[2]))
+    input_acc.index_add_(0, words, torch.bmm(score_grad, u)[rows, slots])
+    return loss.double()
 
 
 def _chunk_loss_and_grads(
@@ -148,9 +182,9 @@ def _chunk_loss_and_grads(
 
 def fused_negative_sampling_loss(
     input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean: bool = True, chunk_size: int = 2048,
-    step_size: float = 0.0,
+    step_size: float = 0.0, shared_negatives: bool = False,
 ) -> torch.Tensor:
-    """:class:`FusedNegativeSamplingLoss` with keyword defaults."""
+    """:class:`FusedNegativeSamplingLoss` with keyword defaults (arguments as :func:`negative_sampling_loss`)."""
     return FusedNegativeSamplingLoss.apply(
-        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size
+        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size, shared_negatives
     )
