@@ -11,7 +11,8 @@ skip-gram and CBOW. words/s is raw words (unknown ones included) times epochs ov
 wall time (vocabulary building excluded for both). Then WordSim-353, SimLex-999 and Google analogy
 scores of both, computed by the same code (which equals gensim's evaluation, see the tests).
 
-``--update_speed`` also times one training step on real batches for the three update paths
+``--shared_negatives`` adds a skip-gram run whose window pairs share their negatives (Ji et al.
+2016). ``--update_speed`` also times one training step on real batches for the three update paths
 (fused loss with dense gradients, autograd with dense gradients, autograd with sparse gradients)
 with plain SGD, alternating, same batches. Results go to ``--output_dir/word2vec_vs_gensim.json``.
 """
@@ -72,7 +73,7 @@ def gensim_run(documents: list[str], sg: bool, threads: int, seed: int) -> dict:
     }
 
 
-def hfssl_run(train_file: str, sg: bool, output_dir: str, device: str, batch_size: int, seed: int) -> dict:
+def hfssl_run(train_file: str, sg: bool, output_dir: str, device: str, batch_size: int, seed: int, shared_negatives: bool = False) -> dict:
     arguments = [
         "--train_file", train_file, "--output_dir", output_dir, "--sg", str(int(sg)),
         "--vector_size", str(HYPERPARAMETERS["vector_size"]), "--window", str(HYPERPARAMETERS["window"]),
@@ -83,6 +84,8 @@ def hfssl_run(train_file: str, sg: bool, output_dir: str, device: str, batch_siz
     ]  # fmt: skip
     if device == "cpu":
         arguments.append("--use_cpu")
+    if shared_negatives:
+        arguments += ["--shared_negatives", "true"]
     metrics = pretrain_word2vec.main(arguments)
     with open(os.path.join(output_dir, "train_results.json")) as handle:
         train = json.load(handle)
@@ -132,6 +135,7 @@ def main():
     parser.add_argument("--modes", default="sg,cbow")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--update_speed", action="store_true")
+    parser.add_argument("--shared_negatives", action="store_true", help="also run hfssl's skip-gram with window-shared negatives")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("gensim").setLevel(logging.WARNING)
@@ -146,6 +150,10 @@ def main():
             "gensim": gensim_run(documents, sg, args.threads, args.seed),
             "hfssl": hfssl_run(args.train_file, sg, os.path.join(args.output_dir, mode), args.device, args.batch_size, args.seed),
         }
+        if sg and args.shared_negatives:
+            results[mode]["hfssl, shared negatives"] = hfssl_run(
+                args.train_file, sg, os.path.join(args.output_dir, "sg-shared"), args.device, args.batch_size, args.seed, shared_negatives=True
+            )
         if args.update_speed:
             results[mode]["update_speed"] = update_speed(documents, sg, args.device, args.batch_size)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -157,7 +165,7 @@ def main():
     print("|---|---|---:|---:|---|---|---|")
     for mode in args.modes.split(","):
         base = results[mode]["gensim"]["words_per_second"]
-        for library in ("gensim", "hfssl"):
+        for library in [name for name in results[mode] if name != "update_speed"]:
             r = results[mode][library]
             print(
                 f"| {mode} | {library} | {r['words_per_second'] / 1e3:.0f}k | {r['words_per_second'] / base:.2f}x | "
