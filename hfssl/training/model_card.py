@@ -52,8 +52,14 @@ class HfsslModelCardMixin:
         if self.model_card_text is None:
             return super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
-            with open(os.path.join(self.args.output_dir, "README.md"), "w") as handle:
-                handle.write(self.model_card_text)
+            save_card(self.args.output_dir, self.model_card_text)
+
+
+def save_card(output_dir: str, card: str) -> None:
+    """Write ``card`` as ``output_dir/README.md`` (the file the Hub shows as the model card)."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "README.md"), "w") as handle:
+        handle.write(card)
 
 
 def metrics_table(metrics: dict) -> str:
@@ -85,9 +91,7 @@ def write_model_card(
         metrics_table=metrics_table(metrics),
     )
     if write:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "README.md"), "w") as handle:
-            handle.write(card)
+        save_card(output_dir, card)
     return card
 
 
@@ -168,7 +172,5 @@ def write_word2vec_model_card(
         metrics_table=metrics_table(metrics),
     )
     if write:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "README.md"), "w") as handle:
-            handle.write(card)
+        save_card(output_dir, card)
     return card
