@@ -1,7 +1,9 @@
 """2 processes (gloo) against 1 process on the concatenated batch."""
 
+import datetime
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -37,8 +39,7 @@ def _full_batch(sizes):
 
 
 def _worker(rank: int, port: int, sizes, result_path: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    _init(rank, port)
     try:
         z1, z2 = _full_batch(sizes)
         start = sum(sizes[:rank])
@@ -56,9 +57,26 @@ def _worker(rank: int, port: int, sizes, result_path: str):
         dist.destroy_process_group()
 
 
+def _spawn(worker, args, timeout: float = 120.0) -> None:
+    """``mp.spawn`` with a deadline: a process that hangs (a collective waiting for a peer that has
+    gone) fails the test instead of hanging the suite."""
+    context = mp.start_processes(worker, args=args, nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{worker.__name__} did not finish within {timeout:.0f} s")
+
+
+def _init(rank: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+
+
 def _run(tmp_path, sizes):
     result_path = str(tmp_path / "result")
-    mp.spawn(_worker, args=(_free_port(), sizes, result_path), nprocs=WORLD, join=True)
+    _spawn(_worker, (_free_port(), sizes, result_path))
     return [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
 
 
@@ -114,8 +132,7 @@ def _word2vec_model_and_rows():
 def _word2vec_worker(rank: int, port: int, result_path: str):
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    _init(rank, port)
     try:
         model, rows = _word2vec_model_and_rows()
         ddp = DistributedDataParallel(model)
@@ -123,6 +140,8 @@ def _word2vec_worker(rank: int, port: int, result_path: str):
         loss = ddp(**local).loss * WORLD  # what Word2VecTrainer.compute_loss does
         loss.backward()
         torch.save({name: p.grad for name, p in model.named_parameters()}, f"{result_path}.{rank}")
+        del ddp  # release DDP's reducer (it holds the process group) before the group goes
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -131,7 +150,7 @@ def test_word2vec_gradients_over_two_processes_equal_the_summed_single_process_g
     """DDP averages gradients; Word2VecTrainer multiplies the loss by the world size so that the
     step adds every pair's update, as one process on the whole batch does."""
     result_path = str(tmp_path / "w2v")
-    mp.spawn(_word2vec_worker, args=(_free_port(), result_path), nprocs=WORLD, join=True)
+    _spawn(_word2vec_worker, (_free_port(), result_path))
     results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
     model, rows = _word2vec_model_and_rows()
     model(**rows).loss.backward()
