@@ -11,8 +11,11 @@ and for either, with ``K`` negatives ``n_k`` drawn from the unigram^0.75 distrib
 
     loss = sum over rows of  -log sigmoid(u_center . h) - sum_k log sigmoid(-u_{n_k} . h).
 
-The loss is a **sum** over rows, not a mean: plain SGD on it with learning rate ``alpha`` makes
-exactly word2vec's per-pair steps of size ``alpha``, whatever the batch size. A negative equal to
+The loss is a **sum** over rows, not a mean, so that plain SGD with learning rate ``alpha`` gives
+every pair word2vec's step of size ``alpha``. Given that ``alpha`` (``sgd_step_size``, as
+``Word2VecTrainer`` passes it), the fused loss evaluates each chunk of rows after the updates of the
+chunks before it, so one optimizer step applies a large batch's updates in sequence as word2vec
+does (summing them at the same weights diverges). A negative equal to
 the center word is skipped (weight 0), as gensim does. With ``cbow_mean``, every context vector
 receives the full error, not 1/n of it (word2vec.c and gensim do this; it is not the gradient of
 the mean).
@@ -36,10 +39,10 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
 
-from ...data.word2vec import keep_probabilities, training_rows
+from ...data.word2vec import keep_probabilities, noise_distribution, training_rows
 from ...tokenization import UNK_TOKEN, UNK_TOKEN_ID, vocabulary_words, word_level_tokenizer
 from .configuration_word2vec import Word2VecConfig
-from .negative_sampling import context_vectors, fused_negative_sampling_loss, negative_sampling_loss
+from .negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,6 @@ class Word2VecModel(PreTrainedModel):
     base_model_prefix = "word2vec"
     main_input_name = "center_ids"
     accepts_loss_kwargs = False
-    _no_split_modules = []
 
     def __init__(self, config: Word2VecConfig):
         super().__init__(config)
@@ -129,13 +131,13 @@ class Word2VecModel(PreTrainedModel):
         """Cumulative noise distribution over ids, (vocab_size,) float64: counts ** ns_exponent, normalised."""
         key = self._counts_key()
         if self._noise_cache is None or self._noise_cache[0] != key:
-            weights = self.word_counts.double().pow(self.config.ns_exponent) * (self.word_counts > 0)
-            if weights.sum() <= 0:
+            if not bool((self.word_counts > 0).any()):
                 raise ValueError(
                     "The model has no word counts, so it cannot draw negatives. Build it with hfssl's word2vec recipe, "
                     "or call model.set_word_counts(counts) with the corpus frequency of every id."
                 )
-            self._noise_cache = (key, torch.cumsum(weights / weights.sum(), 0))
+            probabilities = noise_distribution(self.word_counts.cpu().numpy(), self.config.ns_exponent)
+            self._noise_cache = (key, torch.cumsum(torch.as_tensor(probabilities, device=self.word_counts.device), 0))
         return self._noise_cache[1]
 
     def _counts_key(self) -> tuple:
@@ -211,10 +213,6 @@ class Word2VecModel(PreTrainedModel):
             raise ValueError(f"Skip-gram takes one context word per row: context_ids (N,) = {tuple(center_ids.shape)}, got {tuple(context_ids.shape)}.")
         if windows and (context_ids.dim() != 2 or context_mask is None or context_mask.shape != context_ids.shape):
             raise ValueError("CBOW and skip-gram with shared negatives take context_ids (N, C) with a context_mask of the same shape.")
-
-    def context_vectors(self, context_ids: torch.LongTensor, context_mask: torch.BoolTensor | None = None) -> torch.Tensor:
-        """The vectors h that predict the center words: (N,) -> (N, D) for skip-gram, (N, C) -> (N, D) for CBOW."""
-        return context_vectors(self.input_embeddings.weight, context_ids, None if self.config.sg else context_mask, self.config.cbow_mean)
 
     # ---- word vectors -----------------------------------------------------------------------
     def word_vectors(self) -> torch.Tensor:
