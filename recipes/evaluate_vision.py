@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from accelerate import Accelerator
-from transformers import AutoConfig, AutoModel, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoModel, set_seed
 
 import hfssl  # noqa: F401  (registers hfssl model types with AutoModel)
 from hfssl.augment import ViewGenerator, ViewRecipe
@@ -33,7 +32,7 @@ from hfssl.evaluation.finetune import finetune_classifier
 from hfssl.evaluation.frozen import FROZEN_PROTOCOLS, frozen_feature_metrics
 from hfssl.models.vision import VisionSSLConfig
 from hfssl.preprocessing import eval_transform_from_pretrained
-from hfssl.training import SSLTrainingArguments
+from hfssl.training import SSLTrainingArguments, parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 PROTOCOLS = (*FROZEN_PROTOCOLS, "finetune")
@@ -59,11 +58,7 @@ def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((EvaluationModelArguments, VisionDataArguments, SSLTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args = parse_recipe_arguments((EvaluationModelArguments, VisionDataArguments, SSLTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     protocols = [p.strip() for p in model_args.protocol.split(",") if p.strip()]
     if not protocols or set(protocols) - set(PROTOCOLS):

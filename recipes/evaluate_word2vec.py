@@ -11,10 +11,7 @@ the vocabulary saved beside the weights; no remote code is ever run), a file in 
 are scored with gensim's rules (case-insensitive, the ``--restrict_vocab`` most frequent words;
 pairs and questions with an unknown word are left out and counted in ``*_oov_ratio``), so the
 figures equal ``KeyedVectors.evaluate_word_pairs``/``evaluate_word_analogies`` on the same vectors
-(tested). One difference remains on vocabularies with several spellings of a word (``Paris``,
-``paris``): an analogy answered by another spelling of the expected word, or of a question word,
-is wrong here, while gensim compares upper-cased words; lower-cased vocabularies (hfssl's default)
-are unaffected.
+(tested, also on vocabularies holding several spellings of a word).
 Writes ``all_results.json`` (``wordsim353_spearman``, ``simlex999_spearman``, ``analogy_accuracy``
 and their ``*_oov_ratio``) and ``most_similar.json`` (the ``--topn`` neighbours of
 ``--most_similar_words``) to ``--output_dir``, and prints a table.
@@ -26,14 +23,14 @@ import json
 import logging
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from transformers import AutoConfig, HfArgumentParser
+from transformers import AutoConfig
 
 from hfssl import Word2VecConfig, Word2VecModel
 from hfssl.evaluation.word_vectors import RESTRICT_VOCAB, model_word_vector_metrics
+from hfssl.training import parse_recipe_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +131,7 @@ def format_table(metrics: dict[str, float]) -> str:
 
 
 def main(argv=None):
-    parser = HfArgumentParser(WordVectorEvaluationArguments)
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        (args,) = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_recipe_arguments((WordVectorEvaluationArguments,), argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
 
     model, source = load_word_vectors(args)

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 import transformers
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 import hfssl
 from hfssl.augment import EvalTransform
@@ -28,7 +27,7 @@ from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
 from hfssl.evaluation.frozen import frozen_feature_metrics
 from hfssl.models.builder import build_vision_ssl_model
 from hfssl.preprocessing import make_image_processor
-from hfssl.training import SSLTrainer, SSLTrainingArguments
+from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
 from hfssl.training.model_card import training_summary, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -64,11 +63,7 @@ class EvaluationArguments:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((ModelArguments, VisionDataArguments, EvaluationArguments, SSLTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, eval_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        model_args, data_args, eval_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, eval_args, training_args = parse_recipe_arguments((ModelArguments, VisionDataArguments, EvaluationArguments, SSLTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     if model_args.method not in hfssl.METHODS or hfssl.METHODS[model_args.method].make_views is None:

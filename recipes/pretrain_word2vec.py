@@ -18,18 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import transformers
-from transformers import HfArgumentParser, PreTrainedTokenizerFast, set_seed
+from transformers import PreTrainedTokenizerFast, set_seed
 
 from hfssl import Word2VecConfig, Word2VecModel
 from hfssl.data import TextDataArguments, load_text_datasets
 from hfssl.data.word2vec import SENTENCE_UNITS, SentenceCollator, SentenceDataset, encode_corpus
 from hfssl.tokenization import WORD_PATTERN, train_word_level_tokenizer
-from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments
+from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments
 from hfssl.training.model_card import training_summary, write_word2vec_model_card
 
 logger = logging.getLogger(__name__)
@@ -86,11 +85,7 @@ def resumed_epoch(checkpoint: Optional[str]) -> float:
 
 
 def main(argv=None):
-    parser = HfArgumentParser((Word2VecArguments, TextDataArguments, Word2VecTrainingArguments))
-    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        w2v_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
-    else:
-        w2v_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    w2v_args, data_args, training_args = parse_recipe_arguments((Word2VecArguments, TextDataArguments, Word2VecTrainingArguments), argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)

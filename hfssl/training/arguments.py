@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
 
 @dataclass
@@ -45,3 +46,12 @@ def refuse_unconnected_processes(args: TrainingArguments) -> None:
             f"{launched} processes were launched but training would run unparallelised in each of them "
             "(accelerate found no GPU). On a machine without GPUs pass --use_cpu to train over gloo."
         )
+
+
+def parse_recipe_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Parse a recipe's argument dataclasses from ``argv`` (the command line when None), or from
+    a JSON file when the command line is a single ``*.json`` path, as transformers' examples do."""
+    parser = HfArgumentParser(dataclass_types)
+    if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    return parser.parse_args_into_dataclasses(args=argv)
