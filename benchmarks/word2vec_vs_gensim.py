@@ -11,10 +11,12 @@ skip-gram and CBOW. words/s is raw words (unknown ones included) times epochs ov
 wall time (vocabulary building excluded for both). Then WordSim-353, SimLex-999 and Google analogy
 scores of both, computed by the same code (which equals gensim's evaluation, see the tests).
 
-``--shared_negatives`` adds a skip-gram run whose window pairs share their negatives (Ji et al.
-2016). ``--update_speed`` also times one training step on real batches for the three update paths
-(fused loss with dense gradients, autograd with dense gradients, autograd with sparse gradients)
-with plain SGD, alternating, same batches. Results go to ``--output_dir/word2vec_vs_gensim.json``.
+``--loss_implementations sequential,fused`` trains hfssl once per loss implementation (default
+``auto``: the sequential kernel on a CPU, the fused loss on a GPU). ``--shared_negatives`` adds a
+skip-gram run whose window pairs share their negatives (Ji et al. 2016). ``--update_speed`` also
+times one training step on real batches for each update path (the sequential CPU kernel, the fused
+loss with dense gradients, autograd with dense or sparse gradients) with plain SGD, alternating,
+same batches. Results go to ``--output_dir/word2vec_vs_gensim.json``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ def gensim_run(documents: list[str], sg: bool, threads: int, seed: int) -> dict:
     }
 
 
-def hfssl_run(train_file: str, sg: bool, output_dir: str, device: str, batch_size: int, seed: int, shared_negatives: bool = False) -> dict:
+def hfssl_run(
+    train_file: str, sg: bool, output_dir: str, device: str, batch_size: int, seed: int, loss_implementation: str = "auto", shared_negatives: bool = False
+) -> dict:
     arguments = [
         "--train_file", train_file, "--output_dir", output_dir, "--sg", str(int(sg)),
         "--vector_size", str(HYPERPARAMETERS["vector_size"]), "--window", str(HYPERPARAMETERS["window"]),
@@ -81,6 +85,7 @@ def hfssl_run(train_file: str, sg: bool, output_dir: str, device: str, batch_siz
         "--sample", str(HYPERPARAMETERS["sample"]), "--num_train_epochs", str(HYPERPARAMETERS["epochs"]),
         "--per_device_train_batch_size", str(batch_size), "--learning_rate", "0.025", "--min_alpha", "1e-4",
         "--save_strategy", "no", "--logging_steps", "100", "--report_to", "none", "--disable_tqdm", "true", "--seed", str(seed),
+        "--loss_implementation", loss_implementation,
     ]  # fmt: skip
     if device == "cpu":
         arguments.append("--use_cpu")
@@ -99,6 +104,8 @@ def update_speed(documents: list[str], sg: bool, device: str, batch_size: int, s
     dataset, collate = SentenceDataset(corpus), SentenceCollator()
     batches = [collate([dataset[i] for i in range(start, start + batch_size)]) for start in range(0, steps * batch_size, batch_size)]
     paths = {"fused (dense gradients)": ("fused", False), "autograd, dense gradients": ("autograd", False), "autograd, sparse gradients": ("autograd", True)}
+    if device == "cpu":
+        paths = {"sequential CPU kernel (dense gradients)": ("sequential", False), **paths}
     models = {}
     for name, (implementation, sparse) in paths.items():
         model = Word2VecModel(Word2VecConfig(vocab_size=len(tokenizer), sg=sg, loss_implementation=implementation)).to(device)
@@ -134,6 +141,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=256, help="hfssl: sentences per step")
     parser.add_argument("--modes", default="sg,cbow")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--loss_implementations", default="auto", help="hfssl runs, one per loss implementation (comma-separated)")
     parser.add_argument("--update_speed", action="store_true")
     parser.add_argument("--shared_negatives", action="store_true", help="also run hfssl's skip-gram with window-shared negatives")
     args = parser.parse_args()
@@ -148,11 +156,14 @@ def main():
         sg = mode == "sg"
         results[mode] = {
             "gensim": gensim_run(documents, sg, args.threads, args.seed),
-            "hfssl": hfssl_run(args.train_file, sg, os.path.join(args.output_dir, mode), args.device, args.batch_size, args.seed),
         }
+        for implementation in args.loss_implementations.split(","):
+            name = "hfssl" if implementation == "auto" else f"hfssl, {implementation}"
+            run_dir = os.path.join(args.output_dir, mode if implementation == "auto" else f"{mode}-{implementation}")
+            results[mode][name] = hfssl_run(args.train_file, sg, run_dir, args.device, args.batch_size, args.seed, implementation)
         if sg and args.shared_negatives:
             results[mode]["hfssl, shared negatives"] = hfssl_run(
-                args.train_file, sg, os.path.join(args.output_dir, "sg-shared"), args.device, args.batch_size, args.seed, shared_negatives=True
+                args.train_file, sg, os.path.join(args.output_dir, "sg-shared"), args.device, args.batch_size, args.seed, "fused", shared_negatives=True
             )
         if args.update_speed:
             results[mode]["update_speed"] = update_speed(documents, sg, args.device, args.batch_size)

@@ -55,7 +55,10 @@ class Word2VecArguments:
     shared_negatives: bool = field(
         default=False, metadata={"help": "Skip-gram: the pairs of a window share its negatives (faster; Ji et al. 2016)."}
     )
-    loss_implementation: str = field(default="fused", metadata={"help": "'fused' (fast, exact) or 'autograd' (reference)."})
+    loss_implementation: str = field(
+        default="auto",
+        metadata={"help": "'auto' (sequential on CPU, fused on GPU), 'sequential' (compiled CPU kernel), 'fused' (torch) or 'autograd' (reference)."},
+    )
     most_similar_words: str = field(
         default="king,woman,france,house,good,day", metadata={"help": "Comma-separated words whose nearest neighbours are reported."}
     )

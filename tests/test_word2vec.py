@@ -4,6 +4,7 @@ gensim interop, evaluation against gensim's, and training on the shared corpus."
 import gzip
 import json
 import math
+import os
 import re
 import sys
 
@@ -16,6 +17,7 @@ from transformers import AutoModel, AutoTokenizer
 from hfssl import Word2VecConfig, Word2VecModel
 from hfssl.data.word2vec import SentenceCollator, SentenceDataset, encode_corpus, keep_probabilities, noise_distribution, split_sentences, training_rows
 from hfssl.evaluation.word_vectors import gensim_test_file, model_word_vector_metrics, word_vector_metrics
+from hfssl.models.word2vec import sequential_sgd
 from hfssl.models.word2vec.negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
 from hfssl.tokenization import UNK_TOKEN_ID, train_word_level_tokenizer, word_level_tokenizer
 from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments
@@ -121,6 +123,73 @@ def test_fused_loss_with_a_step_size_applies_the_chunks_updates_in_sequence():
         torch.testing.assert_close(a.detach() - alpha * a.grad, sequential_in, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(b.detach() - alpha * b.grad, sequential_out, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(a.detach(), win)  # the weights are restored after forward
+
+
+def _word2vec_c_sgd(win, wout, centers, contexts, masks, negatives, cbow_mean, alpha):
+    """word2vec.c's loop, pair by pair and target by target (a negative drawn twice sees its own
+    first update); returns the weights after the updates."""
+    win, wout = win.clone(), wout.clone()
+    for row, center in enumerate(centers.tolist()):
+        words = [w for w, m in zip(contexts[row].tolist(), masks[row].tolist()) if m]
+        h = win[words].sum(0) / (len(words) if cbow_mean else 1)
+        error = torch.zeros_like(h)
+        for target, label in [(center, 1)] + [(n, 0) for n in negatives[row].tolist()]:
+            if label == 0 and target == center:
+                continue
+            g = alpha * (label - torch.sigmoid(wout[target] @ h))
+            error += g * wout[target]
+            wout[target] += g * h
+        for w in words:
+            win[w] += error
+    return win, wout
+
+
+@pytest.mark.skipif(not sequential_sgd.is_available(), reason="no C++ compiler for the word2vec CPU kernel")
+@pytest.mark.parametrize("cbow", [False, True])
+def test_sequential_kernel_applies_word2vec_cs_updates_pair_by_pair(cbow):
+    """One SGD step on the kernel's gradient == word2vec.c's loop, repeated negatives included; with
+    step size 0 the gradient is the autograd reference's; the weights are never written."""
+    win, wout = _weights(vocab=9, dim=5)
+    generator = torch.Generator().manual_seed(4)
+    centers = torch.randint(1, 9, (11,), generator=generator)
+    negatives = torch.randint(1, 9, (11, 4), generator=generator)  # repeats and the center itself occur
+    contexts = torch.randint(1, 9, (11, 3) if cbow else (11,), generator=generator)
+    mask = torch.rand(11, 3, generator=generator) > 0.4 if cbow else None
+    if cbow:
+        mask[:, 0] = True
+    before = (win.clone(), wout.clone())
+    alpha = 0.2
+    _, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, mask, negatives, True, alpha, threads=1)
+    reference_masks = mask if cbow else torch.ones(11, 1, dtype=torch.bool)
+    expected_in, expected_out = _word2vec_c_sgd(win, wout, centers, contexts.view(11, -1), reference_masks, negatives, True, alpha)
+    torch.testing.assert_close(win - alpha * gin, expected_in, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(wout - alpha * gout, expected_out, rtol=1e-10, atol=1e-12)
+    assert torch.equal(win, before[0]) and torch.equal(wout, before[1])
+
+    loss, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, mask, negatives, True, 0.0, threads=1)
+    a, b = win.clone().requires_grad_(True), wout.clone().requires_grad_(True)
+    reference = negative_sampling_loss(a, b, centers, contexts, mask, negatives)
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-12)
+    torch.testing.assert_close(gin, a.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gout, b.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(not sequential_sgd.is_available(), reason="no C++ compiler for the word2vec CPU kernel")
+def test_sequential_kernel_threads_split_the_rows_and_refuse_bad_ids():
+    """Two threads over rows whose words do not overlap give the one-thread result; float32 works;
+    an id outside the vocabulary is an error, not a crash; the model picks the kernel on a CPU."""
+    win, wout = (w.float() for w in _weights(vocab=2000, dim=8))
+    generator = torch.Generator().manual_seed(5)
+    ids = torch.cat([torch.randint(1, 1000, (600, 7), generator=generator), torch.randint(1000, 2000, (600, 7), generator=generator)])
+    centers, contexts, negatives = ids[:, 0], ids[:, 1], ids[:, 2:]
+    one = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives, True, 0.1, threads=1)
+    two = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives, True, 0.1, threads=2)
+    assert one[0].item() == pytest.approx(two[0].item(), rel=1e-9)
+    assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
+    with pytest.raises(IndexError, match="word ids"):
+        sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts + 5000, None, negatives, True, 0.1, threads=1)
+    assert _small_model().training_loss_implementation() == "sequential"
 
 
 def test_initialisation_follows_word2vec_c():
@@ -358,8 +427,22 @@ def test_training_on_the_corpus_beats_random_vectors(tmp_path, shared_data):
     assert json.loads((output / "most_similar.json").read_text())["king"]
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
-    arguments = ["--max_train_samples", "150", "--per_device_train_batch_size", "32", "--max_steps", "8", "--min_count", "2"]
+@pytest.fixture
+def restore_determinism():
+    """--full_determinism switches torch's deterministic mode on for the whole process: switch it back."""
+    environment = dict(os.environ)
+    yield
+    torch.use_deterministic_algorithms(False)
+    os.environ.clear()
+    os.environ.update(environment)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, restore_determinism):
+    """Exact with --full_determinism (the CPU kernel's threads share gradients without locks, as
+    gensim's share weights, so several threads are not bit-reproducible)."""
+    arguments = [
+        "--max_train_samples", "150", "--per_device_train_batch_size", "32", "--max_steps", "8", "--min_count", "2", "--full_determinism", "true"
+    ]  # fmt: skip
     straight = tmp_path / "straight"
     pretrain_word2vec.main(_recipe_arguments(shared_data, straight, *arguments, "--save_strategy", "no"))
     interrupted = tmp_path / "interrupted"
@@ -374,7 +457,6 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
 
 
 def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
-    import os
     import subprocess
 
     output = tmp_path / "ddp"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+LOSS_IMPLEMENTATIONS = ("auto", "sequential", "fused", "autograd")
+
 
 class Word2VecConfig(PreTrainedConfig):
     """Configuration of :class:`~hfssl.models.word2vec.Word2VecModel`.
@@ -23,10 +25,15 @@ class Word2VecConfig(PreTrainedConfig):
         ns_exponent: exponent of the unigram counts in the noise distribution (paper: 0.75).
         sample: frequent-word subsampling threshold ``t`` (0 turns subsampling off).
         cbow_mean: CBOW input is the mean (``True``) or the sum of the context vectors.
-        loss_implementation: ``"fused"`` (loss and exact gradients computed together in cache-sized
-            chunks, see :mod:`~hfssl.models.word2vec.negative_sampling`) or ``"autograd"`` (the
-            reference; with sparse embedding gradients when ``set_sparse_gradients(True)``). Only the
-            fused loss applies a batch's updates chunk after chunk, which large batches need.
+        loss_implementation: how a training step computes the loss and its gradients:
+            ``"sequential"`` (CPU: a compiled kernel walks the pairs one after the other exactly as
+            word2vec.c does, see :mod:`~hfssl.models.word2vec.sequential_sgd`), ``"fused"`` (any
+            device: torch ops over chunks of ``chunk_size`` rows, each chunk after the updates of
+            the chunks before it, see :mod:`~hfssl.models.word2vec.negative_sampling`),
+            ``"autograd"`` (the reference; with sparse embedding gradients when
+            ``set_sparse_gradients(True)``) or ``"auto"`` (the default: ``"sequential"`` for CPU
+            weights when a C++ compiler is present, ``"fused"`` otherwise). Only ``"sequential"`` and
+            ``"fused"`` apply a batch's updates in sequence, which large batches need.
         shared_negatives: skip-gram only: the pairs of one center's window share its ``negative``
             noise words (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"),
             so a window costs one small matrix product instead of a dot product per pair and noise
@@ -52,7 +59,7 @@ class Word2VecConfig(PreTrainedConfig):
     min_count: int = 5
     max_vocab_size: int | None = None
     unk_token_id: int = 0
-    loss_implementation: str = "fused"
+    loss_implementation: str = "auto"
     shared_negatives: bool = False
     chunk_size: int = 4096
     tie_word_embeddings: bool = False  # input and output vectors are distinct matrices
@@ -74,7 +81,9 @@ class Word2VecConfig(PreTrainedConfig):
                 raise ValueError(f"Word2VecConfig.{name}={getattr(self, name)!r} is out of range{hint}.")
         if self.shared_negatives and not self.sg:
             raise ValueError("Word2VecConfig.shared_negatives is a skip-gram option (CBOW already has one set of negatives per window).")
-        if self.loss_implementation not in ("fused", "autograd"):
-            raise ValueError(f"Word2VecConfig.loss_implementation must be 'fused' or 'autograd', got {self.loss_implementation!r}.")
+        if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
+            raise ValueError(f"Word2VecConfig.loss_implementation must be one of {LOSS_IMPLEMENTATIONS}, got {self.loss_implementation!r}.")
+        if self.shared_negatives and self.loss_implementation == "sequential":
+            raise ValueError("Word2VecConfig.shared_negatives runs on the fused or autograd loss, not the sequential kernel.")
         if not 0 <= self.unk_token_id < self.vocab_size:
             raise ValueError(f"Word2VecConfig.unk_token_id={self.unk_token_id} must be an id below vocab_size={self.vocab_size}.")

@@ -13,9 +13,10 @@ and for either, with ``K`` negatives ``n_k`` drawn from the unigram^0.75 distrib
 
 The loss is a **sum** over rows, not a mean, so that plain SGD with learning rate ``alpha`` gives
 every pair word2vec's step of size ``alpha``. Given that ``alpha`` (``sgd_step_size``, as
-``Word2VecTrainer`` passes it), the fused loss evaluates each chunk of rows after the updates of the
-chunks before it, so one optimizer step applies a large batch's updates in sequence as word2vec
-does (summing them at the same weights diverges). A negative equal to
+``Word2VecTrainer`` passes it), the training loss evaluates each row (the sequential CPU kernel)
+or each chunk of rows (the fused torch loss) after the updates of the rows before it, so one
+optimizer step applies a large batch's updates in sequence as word2vec does (summing them at the
+same weights diverges). A negative equal to
 the center word is skipped (weight 0), as gensim does. With ``cbow_mean``, every context vector
 receives the full error, not 1/n of it (word2vec.c and gensim do this; it is not the gradient of
 the mean).
@@ -42,6 +43,7 @@ from transformers.utils import ModelOutput
 from ...data.word2vec import keep_probabilities, noise_distribution, training_rows
 from ...tokenization import UNK_TOKEN, UNK_TOKEN_ID, vocabulary_words, word_level_tokenizer
 from .configuration_word2vec import Word2VecConfig
+from . import sequential_sgd
 from .negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
 
 logger = logging.getLogger(__name__)
@@ -180,11 +182,11 @@ class Word2VecModel(PreTrainedModel):
                 of each center, padded.
             context_mask: CBOW only, (N, C) bool, True at real context words.
             negative_ids: (N, negative) noise words; drawn here when not given.
-            sgd_step_size: the learning rate of the SGD step that follows (fused loss only). When
-                > 0, each chunk of ``config.chunk_size`` rows sees the updates of the chunks before
-                it, so one optimizer step applies them one after the other as word2vec does (see
-                :class:`~hfssl.models.word2vec.negative_sampling.FusedNegativeSamplingLoss`); the
-                loss is then that of the chunks at those weights. 0: the plain gradient.
+            sgd_step_size: the learning rate of the SGD step that follows (sequential and fused
+                losses). When > 0, each row (sequential) or chunk of ``config.chunk_size`` rows
+                (fused) sees the updates of those before it, so one optimizer step applies them one
+                after the other as word2vec does; the loss is then that of the rows at those
+                weights. 0: the plain gradient.
         """
         self._check_inputs(center_ids, context_ids, context_mask)
         num_pairs = torch.tensor(center_ids.shape[0], device=center_ids.device)
@@ -195,7 +197,13 @@ class Word2VecModel(PreTrainedModel):
         weights = (self.input_embeddings.weight, self.output_embeddings.weight)
         shared = self.config.shared_negatives
         mask = None if self.config.sg and not shared else context_mask
-        if self.config.loss_implementation == "fused" and torch.is_grad_enabled():
+        implementation = self.training_loss_implementation() if torch.is_grad_enabled() else "autograd"
+        if implementation == "sequential":
+            threads = 1 if torch.are_deterministic_algorithms_enabled() else torch.get_num_threads()
+            loss = sequential_sgd.SequentialSGDLoss.apply(
+                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, sgd_step_size, threads
+            )
+        elif implementation == "fused":
             loss = fused_negative_sampling_loss(
                 *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.config.chunk_size, sgd_step_size, shared
             )
@@ -204,6 +212,20 @@ class Word2VecModel(PreTrainedModel):
                 *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.input_embeddings.sparse, shared
             )
         return Word2VecOutput(loss=loss, num_pairs=num_pairs)
+
+    def training_loss_implementation(self) -> str:
+        """The loss a training step runs: ``config.loss_implementation`` with ``"auto"`` resolved (the
+        sequential kernel for CPU weights when it builds, unless negatives are shared; fused otherwise).
+        The sequential kernel uses ``torch.get_num_threads()`` threads, one when
+        ``torch.use_deterministic_algorithms`` is on (``--full_determinism``)."""
+        choice = self.config.loss_implementation
+        on_cpu = self.input_embeddings.weight.device.type == "cpu"
+        if choice == "auto":
+            use_kernel = on_cpu and not self.config.shared_negatives and sequential_sgd.is_available()
+            return "sequential" if use_kernel else "fused"
+        if choice == "sequential" and not on_cpu:
+            raise ValueError("loss_implementation='sequential' is the CPU kernel; on an accelerator use 'fused' (or 'auto').")
+        return choice
 
     def _check_inputs(self, center_ids, context_ids, context_mask) -> None:
         if center_ids.dim() != 1:
