@@ -15,7 +15,16 @@ from conftest import REPO_ROOT
 from transformers import AutoModel, AutoTokenizer
 
 from hfssl import Word2VecConfig, Word2VecModel
-from hfssl.data.word2vec import SentenceCollator, SentenceDataset, encode_corpus, keep_probabilities, noise_distribution, split_sentences, training_rows
+from hfssl.data.word2vec import (
+    SentenceCollator,
+    SentenceDataset,
+    alias_table,
+    encode_corpus,
+    keep_probabilities,
+    noise_distribution,
+    split_sentences,
+    training_rows,
+)
 from hfssl.evaluation.word_vectors import gensim_test_file, model_word_vector_metrics, word_vector_metrics
 from hfssl.models.word2vec import sequential_sgd
 from hfssl.models.word2vec.negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
@@ -221,6 +230,10 @@ def test_negatives_follow_the_unigram_distribution_to_the_three_quarters():
     expected = torch.from_numpy(noise_distribution(counts.numpy(), 0.75))
     np.testing.assert_allclose(expected.numpy(), [0] + [c**0.75 / sum(x**0.75 for x in [5000, 800, 120, 30, 1]) for c in [5000, 800, 120, 30, 1]])
     assert observed[0] == 0  # [UNK] is never drawn
+    threshold, alias = alias_table(expected.numpy())  # the table's own distribution, exactly
+    implied = (threshold + np.bincount(alias, weights=1 - threshold, minlength=6)) / 6
+    np.testing.assert_allclose(implied, expected.numpy(), rtol=1e-12, atol=1e-15)
+    assert threshold[0] == 0
     tolerance = 5 * torch.sqrt(expected * (1 - expected) / len(draws)) + 1e-6
     assert torch.all((observed - expected).abs() <= tolerance), (observed, expected)
 

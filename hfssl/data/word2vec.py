@@ -140,6 +140,29 @@ def noise_distribution(word_counts: np.ndarray, ns_exponent: float = 0.75) -> np
     return weights / weights.sum()
 
 
+def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias method (Vose's construction) for drawing from ``probabilities`` (V,) in O(1).
+
+    Returns ``(threshold, alias)``, (V,) float64 and int64: draw a column ``i`` uniformly and
+    ``u ~ U[0, 1)``; the draw is ``i`` if ``u < threshold[i]``, else ``alias[i]``. Exact up to
+    floating point; an id of probability 0 gets threshold 0, so it is never drawn.
+    Vose 1991, "A linear algorithm for generating random numbers with a given distribution".
+    """
+    size = len(probabilities)
+    scaled = np.asarray(probabilities, dtype=np.float64) * size / np.sum(probabilities)
+    threshold, alias = np.ones(size), np.arange(size)
+    # ids of probability 0 are paired first (popped from the end), while tall columns surely remain
+    small = list(np.flatnonzero((scaled < 1.0) & (scaled > 0))) + list(np.flatnonzero(scaled == 0))
+    large = list(np.flatnonzero(scaled >= 1.0))
+    while small and large:
+        short, tall = small.pop(), large[-1]
+        threshold[short], alias[short] = scaled[short], tall
+        scaled[tall] -= 1.0 - scaled[short]
+        if scaled[tall] < 1.0:
+            small.append(large.pop())
+    return threshold, alias  # columns left over are full (threshold 1) up to rounding
+
+
 class SentenceDataset(torch.utils.data.Dataset):
     """The sentences of an :class:`EncodedCorpus`; item ``i`` is an int32 array of ids."""
 

@@ -40,7 +40,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
 
-from ...data.word2vec import keep_probabilities, noise_distribution, training_rows
+from ...data.word2vec import alias_table, keep_probabilities, noise_distribution, training_rows
 from ...tokenization import UNK_TOKEN, UNK_TOKEN_ID, vocabulary_words, word_level_tokenizer
 from .configuration_word2vec import Word2VecConfig
 from . import sequential_sgd
@@ -129,8 +129,10 @@ class Word2VecModel(PreTrainedModel):
         return vocabulary_words(self.tokenizer)
 
     # ---- training ---------------------------------------------------------------------------
-    def noise_cdf(self) -> torch.Tensor:
-        """Cumulative noise distribution over ids, (vocab_size,) float64: counts ** ns_exponent, normalised."""
+    def noise_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The noise distribution (counts ** ns_exponent, normalised) as an alias table on the
+        model's device: ``(threshold, alias)``, (vocab_size,) float32 and int64 (see
+        :func:`hfssl.data.word2vec.alias_table`)."""
         key = self._counts_key()
         if self._noise_cache is None or self._noise_cache[0] != key:
             if not bool((self.word_counts > 0).any()):
@@ -138,8 +140,10 @@ class Word2VecModel(PreTrainedModel):
                     "The model has no word counts, so it cannot draw negatives. Build it with hfssl's word2vec recipe, "
                     "or call model.set_word_counts(counts) with the corpus frequency of every id."
                 )
-            probabilities = noise_distribution(self.word_counts.cpu().numpy(), self.config.ns_exponent)
-            self._noise_cache = (key, torch.cumsum(torch.as_tensor(probabilities, device=self.word_counts.device), 0))
+            threshold, alias = alias_table(noise_distribution(self.word_counts.cpu().numpy(), self.config.ns_exponent))
+            device = self.word_counts.device
+            table = (torch.as_tensor(threshold, dtype=torch.float32, device=device), torch.as_tensor(alias, device=device))
+            self._noise_cache = (key, table)
         return self._noise_cache[1]
 
     def _counts_key(self) -> tuple:
@@ -161,10 +165,12 @@ class Word2VecModel(PreTrainedModel):
         return training_rows(token_ids, sentence_ids, self.keep_probability(), self.config.window, sg=not windows)
 
     def sample_negatives(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Ids drawn from the unigram ** ns_exponent distribution, ``shape``, on the model's device."""
-        cdf = self.noise_cdf()
-        draws = torch.rand(shape, device=cdf.device, dtype=torch.float64)
-        return torch.searchsorted(cdf, draws, right=True).clamp_(max=cdf.numel() - 1)
+        """Ids drawn from the unigram ** ns_exponent distribution, ``shape``, on the model's device
+        (alias method: a uniform column, then the column's id or its alias)."""
+        threshold, alias = self.noise_table()
+        columns = torch.randint(threshold.numel(), shape, device=threshold.device)
+        keep = torch.rand(shape, device=threshold.device) < threshold[columns]
+        return torch.where(keep, columns, alias[columns])
 
     def forward(
         self,
