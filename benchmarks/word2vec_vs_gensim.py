@@ -138,7 +138,7 @@ def main():
     parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "benchmarks", "results", "word2vec"))
     parser.add_argument("--threads", type=int, default=2, help="gensim workers and torch threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch_size", type=int, default=256, help="hfssl: sentences per step")
+    parser.add_argument("--batch_size", type=int, default=1024, help="hfssl: sentences per step")
     parser.add_argument("--modes", default="sg,cbow")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--loss_implementations", default="auto", help="hfssl runs, one per loss implementation (comma-separated)")

@@ -33,7 +33,7 @@ class Word2VecTrainingArguments(TrainingArguments):
     min_alpha: float = field(default=1e-4, metadata={"help": "The learning rate decays linearly to this value over training."})
     num_train_epochs: float = field(default=5.0, metadata={"help": "Passes over the corpus."})
     per_device_train_batch_size: int = field(
-        default=256, metadata={"help": "Sentences per process and step (each gives its pairs; larger batches run faster)."}
+        default=1024, metadata={"help": "Sentences per process and step (each gives its pairs; larger batches run faster)."}
     )
     max_grad_norm: float = field(default=0.0, metadata={"help": "Kept 0: word2vec's steps are not clipped."})
     weight_decay: float = field(default=0.0, metadata={"help": "Kept 0: word2vec has no weight decay."})
@@ -84,6 +84,14 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer if optimizer is None else optimizer, decay)
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """Trainer computes the gradient norm at every step for its logs even when nothing is clipped;
+        word2vec never clips (max_grad_norm 0), and over two dense (V, D) gradients the norm costs
+        more than the SGD step, so it is skipped (nothing logged)."""
+        if self.args.max_grad_norm <= 0:
+            return grad_norm
+        return super()._get_grad_norm(model, grad_norm)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Rows from the packed sentences (subsampling, windows), then the loss of the model."""

@@ -141,4 +141,5 @@ class SequentialSGDLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         input_grad, output_grad = ctx.saved_tensors
-        return input_grad * grad_loss, output_grad * grad_loss, None, None, None, None, None, None, None
+        # in place: the buffers are this step's alone, and copying two (V, D) matrices costs a memory pass
+        return input_grad.mul_(grad_loss), output_grad.mul_(grad_loss), None, None, None, None, None, None, None
