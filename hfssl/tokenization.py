@@ -1,5 +1,15 @@
 """Tokenizers trained or assembled with the ``tokenizers`` library, saved as ``PreTrainedTokenizerFast``.
 
+Subword (language models), trained on the dataset with :func:`train_subword_tokenizer`:
+
+* ``"wordpiece"`` (BERT): BERT's normaliser (lower-casing and accent stripping optional), its
+  pre-tokeniser, ``[CLS] A [SEP] B [SEP]`` templates with ``token_type_ids`` 0 then 1, and
+  ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``/``[MASK]`` (Devlin et al. 2019);
+* ``"byte_level_bpe"`` (GPT, BART): byte-level BPE (Radford et al. 2019), so no text is unknown.
+  For ``special_tokens="gpt"`` the one special token ``<|endoftext|>`` separates documents
+  (bos = eos = unk = it, and ``<pad>`` pads); for ``"bart"``, ``<s>``/``<pad>``/``</s>``/``<unk>``/
+  ``<mask>`` with ``<s> A </s>`` templates (Lewis et al. 2020).
+
 Word-level (word2vec): lower-casing (optional) and a regular expression that says what a word is
 (default ``[a-z]+(?:'[a-z]+)?``, the tokenisation of the shared corpus' reference figures); text
 between matches (spaces, punctuation, digits) is dropped. A word outside the vocabulary maps to
@@ -70,6 +80,67 @@ def word_level_tokenizer(words: Sequence[str], word_pattern: str = WORD_PATTERN,
         raise ValueError(f"{UNK_TOKEN!r} is reserved for unknown words and cannot be in the word list.")
     vocab = {UNK_TOKEN: UNK_TOKEN_ID, **{word: index + 1 for index, word in enumerate(words)}}
     return _wrap(_word_level_backend(vocab, word_pattern, lowercase))
+
+
+SUBWORD_KINDS = ("wordpiece", "byte_level_bpe")
+SPECIAL_TOKENS = {
+    "bert": {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"},
+    "gpt": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<pad>"},
+    "bart": {
+        "bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "mask_token": "<mask>",
+        "cls_token": "<s>", "sep_token": "</s>",
+    },
+}  # fmt: skip
+
+
+def train_subword_tokenizer(
+    texts: Iterable[str], kind: str, special_tokens: str, vocab_size: int = 8000, lowercase: bool = False, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
+    """Train a WordPiece (``kind="wordpiece"``) or byte-level BPE (``"byte_level_bpe"``) tokenizer on
+    ``texts`` with the special tokens of ``special_tokens`` (``"bert"``, ``"gpt"`` or ``"bart"``,
+    see :data:`SPECIAL_TOKENS`), at most ``vocab_size`` tokens. Special tokens take the first ids.
+    ``lowercase`` applies to WordPiece (byte-level BPE keeps case, as GPT-2 and BART do)."""
+    if kind not in SUBWORD_KINDS:
+        raise ValueError(f"Unknown tokenizer kind {kind!r}: choose one of {SUBWORD_KINDS}.")
+    if special_tokens not in SPECIAL_TOKENS:
+        raise ValueError(f"Unknown special tokens {special_tokens!r}: choose one of {tuple(SPECIAL_TOKENS)}.")
+    specials = SPECIAL_TOKENS[special_tokens]
+    ordered = list(dict.fromkeys(specials.values()))
+    if kind == "wordpiece":
+        backend = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
+        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False)
+    else:
+        backend = Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )  # fmt: skip
+    backend.train_from_iterator(texts, trainer=trainer)
+    if backend.get_vocab_size() <= len(ordered):
+        raise ValueError("The tokenizer learned no tokens: the training text is empty. Check --text_column_name and the data files.")
+    _add_templates(backend, special_tokens, specials)
+    input_names = ["input_ids", "token_type_ids", "attention_mask"] if special_tokens == "bert" else ["input_ids", "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=input_names, **specials)
+
+
+def _add_templates(backend: Tokenizer, special_tokens: str, specials: dict[str, str]) -> None:
+    """BERT: ``[CLS] A [SEP] (B [SEP])``; BART: ``<s> A </s> (</s> B </s>)``; GPT: no template
+    (documents are joined with ``<|endoftext|>`` when packed)."""
+    from tokenizers import processors
+
+    if special_tokens == "gpt":
+        return
+    cls, sep = specials["cls_token"], specials["sep_token"]
+    ids = [(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))]
+    if special_tokens == "bert":
+        backend.post_processor = processors.TemplateProcessing(single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1", special_tokens=ids)
+    else:
+        backend.post_processor = processors.TemplateProcessing(single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}", special_tokens=ids)
 
 
 def vocabulary_words(tokenizer: PreTrainedTokenizerFast) -> list[str]:

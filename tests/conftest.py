@@ -32,3 +32,13 @@ def tiny_resnet_config(num_channels: int = 3) -> dict:
 
 def tiny_convnext_config(num_channels: int = 3) -> dict:
     return dict(model_type="convnext", hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_channels=num_channels)
+
+
+@pytest.fixture(scope="session")
+def corpus_documents(shared_data) -> list[str]:
+    """The shared corpus' training documents (1,767 texts, paragraphs separated by blank lines)."""
+    import gzip
+    import json
+
+    with gzip.open(shared_data / "corpus" / "train.jsonl.gz", "rt") as handle:
+        return [json.loads(line)["text"] for line in handle]

@@ -295,14 +295,8 @@ def test_subsampling_keeps_words_at_their_probability():
     assert (centers == 1).sum().item() > 4900  # keep probability 1 (a lone kept word has no context: a few rows drop)
 
 
-@pytest.fixture(scope="module")
-def corpus_docs(shared_data):
-    with gzip.open(shared_data / "corpus" / "train.jsonl.gz", "rt") as handle:
-        return [json.loads(line)["text"] for line in handle]
-
-
-def test_vocabulary_tokenizer_round_trip_and_unknown_words(tmp_path, corpus_docs):
-    tokenizer = train_word_level_tokenizer(corpus_docs[:50], min_count=3)
+def test_vocabulary_tokenizer_round_trip_and_unknown_words(tmp_path, corpus_documents):
+    tokenizer = train_word_level_tokenizer(corpus_documents[:50], min_count=3)
     vocab = tokenizer.get_vocab()
     assert vocab["[UNK]"] == UNK_TOKEN_ID and vocab["the"] == 1  # ids follow descending frequency
     ids = tokenizer("The zyzzyva, THE end!")["input_ids"]
@@ -312,8 +306,8 @@ def test_vocabulary_tokenizer_round_trip_and_unknown_words(tmp_path, corpus_docs
     assert restored.get_vocab() == vocab and restored("The zyzzyva, THE end!")["input_ids"] == ids
 
 
-def test_corpus_encoding_counts_words_like_the_reference_tokenisation(corpus_docs):
-    docs = corpus_docs[:40]
+def test_corpus_encoding_counts_words_like_the_reference_tokenisation(corpus_documents):
+    docs = corpus_documents[:40]
     tokenizer = train_word_level_tokenizer(docs, min_count=1)
     corpus = encode_corpus(tokenizer, docs)
     paragraphs = [p for d in docs for p in split_sentences(d, "paragraph")]
@@ -374,10 +368,10 @@ def test_keyed_vectors_and_word2vec_formats_round_trip(tmp_path):
         assert restored.word_counts.sum() == 0  # the format has no counts
 
 
-def test_a_trained_gensim_model_imports_with_its_output_vectors_and_settings(corpus_docs):
+def test_a_trained_gensim_model_imports_with_its_output_vectors_and_settings(corpus_documents):
     from gensim.models import Word2Vec
 
-    sentences = [re.findall(r"[a-z]+", p.lower()) for d in corpus_docs[:30] for p in d.split("\n\n")]
+    sentences = [re.findall(r"[a-z]+", p.lower()) for d in corpus_documents[:30] for p in d.split("\n\n")]
     trained = Word2Vec(sentences, vector_size=16, window=3, min_count=3, negative=4, sg=1, epochs=1, workers=1, seed=1)
     model = Word2VecModel.from_gensim(trained)
     assert model.words[1:] == trained.wv.index_to_key
@@ -391,10 +385,10 @@ def test_a_trained_gensim_model_imports_with_its_output_vectors_and_settings(cor
     assert torch.isfinite(loss) and loss > 0
 
 
-def test_word_vector_metrics_equal_gensims_evaluation(corpus_docs):
+def test_word_vector_metrics_equal_gensims_evaluation(corpus_documents):
     from gensim.models import Word2Vec
 
-    sentences = [re.findall(r"[a-z]+", p.lower()) for d in corpus_docs[:400] for p in d.split("\n\n")]
+    sentences = [re.findall(r"[a-z]+", p.lower()) for d in corpus_documents[:400] for p in d.split("\n\n")]
     keyed = Word2Vec(sentences, vector_size=20, min_count=3, epochs=1, workers=1, seed=1).wv
     ours = word_vector_metrics(keyed.index_to_key, torch.from_numpy(keyed.vectors))
     for name in ("wordsim353", "simlex999"):
