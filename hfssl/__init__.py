@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from .augment import simclr_view_generator
+from .models.gpt import GPTConfig, GPTModel
 from .models.simclr import SimCLRConfig, SimCLRModel
 from .models.word2vec import Word2VecConfig, Word2VecModel
 
@@ -30,6 +31,7 @@ class Method(NamedTuple):
 METHODS: dict[str, Method] = {
     "simclr": Method(SimCLRConfig, SimCLRModel, simclr_view_generator),
     "word2vec": Method(Word2VecConfig, Word2VecModel),
+    "gpt": Method(GPTConfig, GPTModel),
 }
 
 
@@ -41,4 +43,4 @@ def _register(methods: dict[str, Method]) -> None:
 
 _register(METHODS)
 
-__all__ = ["METHODS", "Method", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]
+__all__ = ["METHODS", "Method", "GPTConfig", "GPTModel", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]

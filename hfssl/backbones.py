@@ -103,8 +103,8 @@ def build_backbone_config(
             config = AutoConfig.for_model(backbone)
         except ValueError as error:
             raise ValueError(
-                f"Unknown backbone {backbone!r}: pass a transformers vision model type (e.g. vit, resnet, convnext, "
-                f"swin, dinov2) or the path of a checkpoint directory."
+                f"Unknown backbone {backbone!r}: pass a transformers model type (vision: vit, resnet, convnext, swin, "
+                f"dinov2, ...; text: gpt2, bert, bart, ...) or the path of a checkpoint directory."
             ) from error
         values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
         if image_size is not None and hasattr(config, "image_size"):

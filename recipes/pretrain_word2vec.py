@@ -19,13 +19,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import transformers
 from transformers import PreTrainedTokenizerFast, set_seed
 
 from hfssl import Word2VecConfig, Word2VecModel
 from hfssl.data import TextDataArguments, load_text_datasets
+from hfssl.data.text import iter_texts
 from hfssl.data.word2vec import SENTENCE_UNITS, SentenceCollator, SentenceDataset, encode_corpus
 from hfssl.tokenization import WORD_PATTERN, train_word_level_tokenizer
 from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments
@@ -64,19 +65,13 @@ class Word2VecArguments:
     )
 
 
-def documents(dataset, batch_size: int = 1_000) -> Iterator[str]:
-    """The ``text`` column of a ``Dataset`` or ``IterableDataset``, one document at a time."""
-    for batch in dataset.iter(batch_size=batch_size):
-        yield from batch["text"]
-
-
 def build_vocabulary(args: Word2VecArguments, train) -> PreTrainedTokenizerFast:
     if args.tokenizer_name:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer_name)
         if tokenizer.unk_token_id is None:
             raise ValueError(f"The tokenizer at {args.tokenizer_name} has no unknown token; word2vec needs a word-level tokenizer with one.")
         return tokenizer
-    return train_word_level_tokenizer(documents(train), args.min_count, args.max_vocab_size, args.word_pattern, args.lowercase)
+    return train_word_level_tokenizer(iter_texts(train), args.min_count, args.max_vocab_size, args.word_pattern, args.lowercase)
 
 
 def resumed_epoch(checkpoint: Optional[str]) -> float:
@@ -96,7 +91,7 @@ def main(argv=None):
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_text_datasets(data_args)
     tokenizer = build_vocabulary(w2v_args, data.train)
-    corpus = encode_corpus(tokenizer, documents(data.train), w2v_args.sentence_unit, w2v_args.max_sentence_length)
+    corpus = encode_corpus(tokenizer, iter_texts(data.train), w2v_args.sentence_unit, w2v_args.max_sentence_length)
     counts = corpus.word_counts(len(tokenizer))
     logger.info(
         "Vocabulary of %d words; %d in-vocabulary words of %d in %d sentences (%d documents).",
@@ -113,7 +108,7 @@ def main(argv=None):
     model.set_tokenizer(tokenizer)
     eval_dataset = None
     if data.eval is not None:
-        eval_dataset = SentenceDataset(encode_corpus(tokenizer, documents(data.eval), w2v_args.sentence_unit, w2v_args.max_sentence_length))
+        eval_dataset = SentenceDataset(encode_corpus(tokenizer, iter_texts(data.eval), w2v_args.sentence_unit, w2v_args.max_sentence_length))
 
     trainer = Word2VecTrainer(
         model=model,

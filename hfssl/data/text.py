@@ -30,7 +30,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import datasets
 import pyarrow as pa
@@ -152,6 +152,12 @@ class _Source:
     description: str
     # A .txt file read line by line: blank lines separate text, they are not empty documents.
     blank_rows_expected: bool = False
+
+
+def iter_texts(dataset: TextDataset, batch_size: int = 1_000) -> Iterator[str]:
+    """The ``text`` column of a ``Dataset`` or ``IterableDataset``, one document at a time."""
+    for batch in dataset.iter(batch_size=batch_size):
+        yield from batch[TEXT_COLUMN]
 
 
 def load_text_datasets(args: TextDataArguments) -> TextDatasets:

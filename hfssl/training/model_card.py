@@ -174,3 +174,63 @@ def write_word2vec_model_card(
     if write:
         save_card(output_dir, card)
     return card
+
+
+LANGUAGE_MODEL_CARD_TEMPLATE = """---
+library_name: transformers
+tags:
+- hfssl
+- self-supervised-learning
+- {method}
+---
+
+# {name}
+
+A {backbone_type} model pretrained with **{objective}** using hfssl.
+
+- **Method:** {method_title} (`hfssl.METHODS["{method}"]`), {paper}
+- **Data:** {data}
+- **Model:** `{backbone_class}` (`{backbone_type}`), {num_parameters:,} parameters; tokenizer: {tokenizer}
+- **Training:** {training}
+
+## Results
+
+{metrics_table}
+
+## Use
+
+The `backbone/` folder is a plain transformers `{backbone_class}` with its tokenizer; it loads without hfssl:
+
+```python
+from transformers import {auto_class}, AutoTokenizer
+
+model = {auto_class}.from_pretrained("{name}", subfolder="backbone")
+tokenizer = AutoTokenizer.from_pretrained("{name}", subfolder="backbone")
+```
+"""
+
+
+def write_language_model_card(
+    output_dir: str, model, method: str, objective: str, paper: str, data_description: str, tokenizer, training_summary: str, metrics: dict,
+    repo_id: str | None = None, write: bool = True,
+) -> str:
+    """Return the card of a language model (GPT, BERT, BART) and (with ``write``) save it as ``README.md``."""
+    backbone = model.backbone
+    card = LANGUAGE_MODEL_CARD_TEMPLATE.format(
+        name=repo_id or os.path.basename(os.path.normpath(output_dir)),
+        method=method,
+        method_title=type(model.config).__name__.removesuffix("Config"),
+        objective=objective,
+        paper=paper,
+        data=data_description,
+        backbone_type=backbone.config.model_type,
+        backbone_class=type(backbone).__name__,
+        auto_class=model.config.backbone_auto_class.__name__,
+        num_parameters=sum(p.numel() for p in backbone.parameters()),
+        tokenizer=f"{type(tokenizer.backend_tokenizer.model).__name__}, {len(tokenizer):,} tokens",
+        training=training_summary,
+        metrics_table=metrics_table(metrics),
+    )
+    if write:
+        save_card(output_dir, card)
+    return card

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Pretrain a GPT-style causal language model on text.
+
+    accelerate launch --config_file accelerate_config.yaml recipes/pretrain_gpt.py \
+        --train_file ../shared/data/corpus/train.jsonl.gz --validation_file ../shared/data/corpus/validation.jsonl.gz \
+        --backbone_config_overrides "n_layer=4,n_embd=256,n_head=4" --block_size 256 --output_dir runs/gpt
+
+Trains a byte-level BPE tokenizer on the training text (or takes --tokenizer_name), packs the
+documents into blocks of --block_size tokens with an end-of-text token between documents, and
+trains the decoder (GPT-2 by default, any ``AutoModelForCausalLM`` type via --backbone) with the
+next-token loss on real tokens. Writes to --output_dir: the model and tokenizer, ``backbone/`` (the
+plain transformers causal LM with its tokenizer), ``all_results.json`` (``eval_loss``,
+``perplexity`` on the validation text), ``generated.txt`` (a greedy continuation of
+--generation_prompt) and a model card; ``--push_to_hub`` pushes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import DataCollatorForLanguageModeling, TrainingArguments, set_seed
+
+from hfssl import METHODS
+from hfssl.data import TextDataArguments, load_text_datasets
+from hfssl.data.packing import pack_documents
+from hfssl.training import parse_recipe_arguments
+from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer
+from hfssl.training.model_card import training_summary, write_language_model_card
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GPTArguments:
+    block_size: int = field(default=256, metadata={"help": "Tokens per training block (documents are packed, separated by end-of-text)."})
+    generation_prompt: str = field(default="The", metadata={"help": "Prompt of the sample continuation written to generated.txt."})
+    generation_max_new_tokens: int = field(default=40, metadata={"help": "Tokens generated for the sample."})
+
+
+def main(argv=None):
+    gpt_args, model_args, data_args, training_args = parse_recipe_arguments((GPTArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    with training_args.main_process_first(desc="resolving the dataset"):
+        data = load_text_datasets(data_args)
+    tokenizer = build_tokenizer(model_args, data.train, "byte_level_bpe", "gpt")
+    model = build_language_model(METHODS["gpt"], model_args, tokenizer, gpt_args.block_size)
+    with training_args.main_process_first(desc="packing the documents"):
+        train_blocks = pack_documents(data.train, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
+        eval_blocks = None if data.eval is None else pack_documents(data.eval, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
+
+    trainer = LanguageModelTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        processing_class=tokenizer,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    metrics = {}
+    if eval_blocks is not None:
+        metrics = trainer.evaluate()
+        metrics["perplexity"] = math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics, combined=True)
+    sample = generate_sample(model, tokenizer, gpt_args.generation_prompt, gpt_args.generation_max_new_tokens)
+    logger.info("Greedy continuation of %r: %r", gpt_args.generation_prompt, sample)
+    if trainer.is_world_process_zero():
+        with open(os.path.join(training_args.output_dir, "generated.txt"), "w") as handle:
+            handle.write(sample + "\n")
+        model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
+    trainer.model_card_text = write_language_model_card(
+        training_args.output_dir, model, "gpt", "causal language modelling", "Radford et al. 2018/2019", data.description, tokenizer,
+        training_summary(training_args), metrics, repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+    )
+    trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
+    return metrics
+
+
+def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """Greedy continuation of ``prompt`` (the prompt included)."""
+    encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
+    model.eval()
+    output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""GPT: packing on real text, the loss against stock transformers on the same weights, persistence
+and export, generation, and short pretraining runs of the recipe on the shared corpus."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+from transformers import AutoModel, DataCollatorForLanguageModeling, GPT2LMHeadModel
+
+import hfssl
+from hfssl import GPTConfig, GPTModel
+from hfssl.data.packing import pack_documents
+from hfssl.tokenization import train_subword_tokenizer
+
+sys.path.insert(0, str(REPO_ROOT / "recipes"))
+import pretrain_gpt  # noqa: E402
+
+TINY_GPT2 = dict(model_type="gpt2", n_layer=2, n_embd=32, n_head=2, n_positions=64)
+COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus_documents):
+    return train_subword_tokenizer(corpus_documents[:200], "byte_level_bpe", "gpt", vocab_size=1000)
+
+
+@pytest.fixture(scope="module")
+def documents(corpus_documents):
+    return corpus_documents[:40]
+
+
+def _dataset(texts):
+    import datasets
+
+    return datasets.Dataset.from_dict({"text": texts})
+
+
+def _tiny_model(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    config = GPTConfig(backbone_config={**TINY_GPT2, "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
+                                        "bos_token_id": tokenizer.bos_token_id, "pad_token_id": tokenizer.pad_token_id})  # fmt: skip
+    return GPTModel(config).eval()
+
+
+def test_packing_keeps_every_token_and_separates_documents(tokenizer, documents):
+    texts = documents[:25] + ["", "   "] + documents[25:]
+    blocks = pack_documents(_dataset(texts), tokenizer, block_size=64, documents_per_batch=10)["input_ids"]
+    stream = [token for text in documents for token in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+    assert [token for block in blocks for token in block] == stream  # nothing lost, one separator after each document
+    assert stream.count(tokenizer.eos_token_id) == len(documents)  # the blank documents add nothing
+    assert all(len(block) <= 64 for block in blocks)
+    assert sum(len(block) < 64 for block in blocks) <= 5  # at most one short tail per batch of 10 documents
+
+
+def test_packing_refuses_a_pad_token_equal_to_the_separator(tokenizer, documents):
+    from transformers import PreTrainedTokenizerFast
+
+    same = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    with pytest.raises(ValueError, match="distinct pad token"):
+        pack_documents(_dataset(documents[:2]), same, block_size=32)
+
+
+def test_loss_equals_stock_gpt2_and_counts_real_tokens_only(tokenizer, documents):
+    model = _tiny_model(tokenizer)
+    blocks = pack_documents(_dataset(documents[:6]), tokenizer, block_size=64)
+    batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)([blocks[i] for i in range(len(blocks) - 3, len(blocks))])
+    assert (batch["labels"] == -100).any()  # the short tail block is padded
+    stock = GPT2LMHeadModel(model.backbone.config).eval()
+    stock.load_state_dict(model.backbone.state_dict())
+    ours = model(**batch)
+    torch.testing.assert_close(ours.loss, stock(**batch).loss)
+    logits, labels = ours.logits[:, :-1], batch["labels"][:, 1:]
+    real = labels != -100
+    expected = torch.nn.functional.cross_entropy(logits[real], labels[real])
+    torch.testing.assert_close(ours.loss, expected)
+    ours.loss.backward()
+    assert model.backbone.transformer.wte.weight.grad.abs().sum() > 0
+
+
+def test_save_load_export_and_generate(tmp_path, tokenizer):
+    model = _tiny_model(tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    restored = AutoModel.from_pretrained(tmp_path / "model")
+    assert isinstance(restored, GPTModel) and hfssl.METHODS["gpt"].model_class is GPTModel
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[name]), name
+    assert restored.backbone.lm_head.weight is restored.backbone.transformer.wte.weight  # tying survives the round trip
+    prompt = tokenizer("It is a truth", return_tensors="pt")
+    ours = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert ours.shape == (1, prompt["input_ids"].shape[1] + 6)
+    model.export_backbone(tmp_path / "backbone", tokenizer)
+    script = (
+        "import sys, json, torch\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"model = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'backbone')!r}).eval()\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({str(tmp_path / 'backbone')!r})\n"
+        "out = model.generate(**tokenizer('It is a truth', return_tensors='pt'), max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)\n"
+        "print(json.dumps(out[0].tolist()), 'hfssl' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    tokens, imported = result.stdout.strip().rsplit(" ", 1)
+    assert json.loads(tokens) == ours[0].tolist() and imported == "False"
+
+
+def _recipe_arguments(shared_data, output, *extra):
+    return [
+        "--train_file", str(shared_data / "corpus" / "train.jsonl.gz"), "--validation_file", str(shared_data / "corpus" / "validation.jsonl.gz"),
+        "--output_dir", str(output), "--backbone_config_overrides", "n_layer=2,n_embd=64,n_head=2,n_positions=64", "--block_size", "64",
+        "--vocab_size", "1000", "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--logging_steps", "10", *COMMON, *extra,
+    ]  # fmt: skip
+
+
+def test_pretraining_on_the_corpus_lowers_validation_loss(tmp_path, shared_data):
+    output = tmp_path / "gpt"
+    metrics = pretrain_gpt.main(_recipe_arguments(
+        shared_data, output, "--max_train_samples", "300", "--max_eval_samples", "30", "--max_steps", "60", "--eval_on_start", "true",
+        "--save_strategy", "no",
+    ))  # fmt: skip
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    first_eval = next(entry["eval_loss"] for entry in history if "eval_loss" in entry)
+    print("validation loss", first_eval, "->", metrics["eval_loss"])
+    assert metrics["eval_loss"] < first_eval - 0.5  # measured: 6.81 -> 5.90
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["perplexity"] == pytest.approx(torch.tensor(results["eval_loss"]).exp().item(), rel=1e-6)
+    assert (output / "generated.txt").read_text().startswith("The")
+    assert "causal language modelling" in (output / "README.md").read_text()
+    assert (output / "backbone" / "tokenizer.json").exists()
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
+    arguments = ["--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "6"]
+    straight, interrupted, resumed = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "resumed"
+    pretrain_gpt.main(_recipe_arguments(shared_data, straight, *arguments, "--save_strategy", "no"))
+    pretrain_gpt.main(_recipe_arguments(shared_data, interrupted, *arguments, "--save_strategy", "steps", "--save_steps", "3"))
+    pretrain_gpt.main(_recipe_arguments(
+        shared_data, resumed, *arguments, "--save_strategy", "no", "--resume_from_checkpoint", str(interrupted / "checkpoint-3")
+    ))  # fmt: skip
+    expected, actual = GPTModel.from_pretrained(straight).state_dict(), GPTModel.from_pretrained(resumed).state_dict()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
+    import os
+
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_gpt.py"),
+        *_recipe_arguments(shared_data, output, "--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "3", "--save_strategy", "no"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert "perplexity" in json.loads((output / "all_results.json").read_text())
+    assert GPTModel.from_pretrained(output).backbone.config.vocab_size == 1000
