@@ -12,6 +12,8 @@ from typing import Callable, NamedTuple
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from .augment import simclr_view_generator
+from .models.bart import BartPretrainingConfig, BartPretrainingModel
+from .models.bert import BertPretrainingConfig, BertPretrainingModel
 from .models.gpt import GPTConfig, GPTModel
 from .models.simclr import SimCLRConfig, SimCLRModel
 from .models.word2vec import Word2VecConfig, Word2VecModel
@@ -32,6 +34,8 @@ METHODS: dict[str, Method] = {
     "simclr": Method(SimCLRConfig, SimCLRModel, simclr_view_generator),
     "word2vec": Method(Word2VecConfig, Word2VecModel),
     "gpt": Method(GPTConfig, GPTModel),
+    "bert": Method(BertPretrainingConfig, BertPretrainingModel),
+    "bart": Method(BartPretrainingConfig, BartPretrainingModel),
 }
 
 
@@ -43,4 +47,4 @@ def _register(methods: dict[str, Method]) -> None:
 
 _register(METHODS)
 
-__all__ = ["METHODS", "Method", "GPTConfig", "GPTModel", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]
+__all__ = ["METHODS", "Method", "BartPretrainingConfig", "BartPretrainingModel", "BertPretrainingConfig", "BertPretrainingModel", "GPTConfig", "GPTModel", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]

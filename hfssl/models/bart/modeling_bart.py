@@ -1,0 +1,44 @@
+"""BART: an encoder-decoder trained to reconstruct the original text from its noised version.
+
+The noising (text infilling with Poisson span lengths, sentence permutation, optional document
+rotation) happens in the collator, :class:`hfssl.data.denoising.DenoisingCollator`; the model is
+the stock ``BartForConditionalGeneration`` (any ``AutoModelForSeq2SeqLM``) with its own
+cross-entropy over the original tokens. :meth:`BartPretrainingModel.generate` reconstructs text
+with transformers' generation; the encoder is what downstream tasks use.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from ..language import LanguageSSLPreTrainedModel
+from .configuration_bart import BartPretrainingConfig
+
+
+class BartPretrainingModel(LanguageSSLPreTrainedModel):
+    """``self.backbone`` is a sequence-to-sequence LM (``BartForConditionalGeneration`` by default)."""
+
+    config_class = BartPretrainingConfig
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        """
+        Args:
+            input_ids, attention_mask: (B, S) the noised text.
+            decoder_input_ids: (B, T) the original text shifted right (the collator builds them).
+            labels: (B, T) the original text, -100 at padding.
+        Returns: ``loss`` (mean cross-entropy over real target tokens) and ``logits`` (B, T, V).
+        """
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs) -> torch.LongTensor:
+        """``self.backbone.generate``: e.g. reconstruct the original of a noised input."""
+        return self.backbone.generate(*args, **kwargs)
