@@ -49,7 +49,7 @@ def main(argv=None):
 
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_text_datasets(data_args)
-    tokenizer = build_tokenizer(model_args, data.train, "byte_level_bpe", "gpt")
+    tokenizer = build_tokenizer(model_args, training_args, data.train, "byte_level_bpe", "gpt")
     model = build_language_model(METHODS["gpt"], model_args, tokenizer, gpt_args.block_size)
     with training_args.main_process_first(desc="packing the documents"):
         train_blocks = pack_documents(data.train, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)

@@ -9,11 +9,14 @@ weights continue training (its tokenizer comes along unless ``--tokenizer_name``
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..backbones import build_backbone_config, is_checkpoint
 from ..data.text import TextDataset, iter_texts
@@ -41,14 +44,40 @@ class LanguageModelArguments:
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising and packing the data."})
 
 
-def build_tokenizer(args: LanguageModelArguments, train: TextDataset, kind: str, special_tokens: str) -> PreTrainedTokenizerBase:
+def build_tokenizer(
+    args: LanguageModelArguments, training_args: TrainingArguments, train: TextDataset, kind: str, special_tokens: str
+) -> PreTrainedTokenizerBase:
     """``--tokenizer_name``, else the backbone checkpoint's tokenizer, else one trained on ``train``
-    (``kind`` and ``special_tokens`` as :func:`hfssl.tokenization.train_subword_tokenizer`)."""
-    source = args.tokenizer_name or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
+    (``kind`` and ``special_tokens`` as :func:`hfssl.tokenization.train_subword_tokenizer`).
+
+    A trained tokenizer is trained once, by the main process, and saved in ``--output_dir``, where
+    the other processes load it: ``tokenizers``' trainers are not deterministic from run to run
+    (WordPiece's vocabulary differed on the same text), so processes training their own could
+    disagree on the ids. For the same reason a resumed run takes the checkpoint's tokenizer."""
+    source = resumed_checkpoint(training_args) or args.tokenizer_name or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
     if source is not None:
         return AutoTokenizer.from_pretrained(source)
-    logger.info("Training a %s tokenizer of %d tokens on the training text.", kind, args.vocab_size)
-    return train_subword_tokenizer(iter_texts(train), kind, special_tokens, vocab_size=args.vocab_size, lowercase=args.lowercase)
+    with training_args.main_process_first(desc="training the tokenizer", local=False):
+        if training_args.process_index == 0:
+            logger.info("Training a %s tokenizer of %d tokens on the training text.", kind, args.vocab_size)
+            tokenizer = train_subword_tokenizer(iter_texts(train), kind, special_tokens, vocab_size=args.vocab_size, lowercase=args.lowercase)
+            tokenizer.save_pretrained(training_args.output_dir)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
+    return tokenizer
+
+
+def resumed_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint directory ``--resume_from_checkpoint`` names (a path, or true: the last one in ``--output_dir``)."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None or str(checkpoint).lower() in ("false", ""):
+        return None
+    if str(checkpoint).lower() == "true":
+        last = get_last_checkpoint(training_args.output_dir)
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint true, but {training_args.output_dir} holds no checkpoint-* folder.")
+        return last
+    return checkpoint
 
 
 def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
@@ -87,5 +116,51 @@ def _fit_to_tokenizer(config, tokenizer: PreTrainedTokenizerBase):
     return type(config).from_dict({**config.to_dict(), **values})
 
 
+def keep_examples(examples: list) -> list:
+    """A DataLoader ``collate_fn`` that leaves the examples as they are (see :class:`LanguageModelTrainer`)."""
+    return list(examples)
+
+
 class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
-    """``Trainer`` that writes hfssl's model card (everything else is transformers')."""
+    """``Trainer`` that writes hfssl's model card, draws training masks where the model runs, and
+    evaluates with its own collator.
+
+    ``collate_in_training_step``: a collator that draws random masks or noise (BERT, BART) runs at
+    the start of each training step instead of in the DataLoader, which only lists the examples.
+    accelerate's DataLoader fetches one batch ahead, so in-loader draws for batch n + 1 would happen
+    before checkpoint n saves the RNG state, and a resumed run would mask differently; drawn in the
+    step, they come after it, and resuming reproduces the uninterrupted run exactly (tested). It is
+    also where hfssl's vision views and word2vec windows are drawn.
+
+    ``eval_data_collator``: a collator seeded once, so that every evaluation scores the same masked
+    validation text (a fresh copy for each evaluation, so its draws repeat exactly)."""
+
+    def __init__(self, *args, eval_data_collator=None, collate_in_training_step: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator
+        self.collate_in_training_step = collate_in_training_step
+
+    def get_train_dataloader(self):
+        if not self.collate_in_training_step:
+            return super().get_train_dataloader()
+        collator, self.data_collator = self.data_collator, keep_examples
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if isinstance(inputs, list):  # examples listed by keep_examples: collate (and draw masks) now
+            inputs = self.data_collator(inputs)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def floating_point_ops(self, inputs) -> int:
+        return 0 if isinstance(inputs, list) else super().floating_point_ops(inputs)
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        collator = self.data_collator if self.eval_data_collator is None else copy.deepcopy(self.eval_data_collator)
+        train_collator, self.data_collator = self.data_collator, collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator

@@ -36,7 +36,9 @@ class BartPretrainingModel(LanguageSSLPreTrainedModel):
             labels: (B, T) the original text, -100 at padding.
         Returns: ``loss`` (mean cross-entropy over real target tokens) and ``logits`` (B, T, V).
         """
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels, **kwargs)
+        kwargs.setdefault("use_cache", False)  # training and scoring need no cache; generate() has its own
+        outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels, **kwargs)
+        return Seq2SeqLMOutput(loss=outputs.loss, logits=outputs.logits)
 
     @torch.no_grad()
     def generate(self, *args, **kwargs) -> torch.LongTensor:

@@ -37,6 +37,7 @@ class GPTModel(LanguageSSLPreTrainedModel):
                 mean over every real token of the accumulated batch.
         Returns: ``loss`` (scalar, with labels) and ``logits`` (B, T, vocab).
         """
+        kwargs.setdefault("use_cache", False)  # training and scoring need no cache; generate() has its own
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         return CausalLMOutputWithPast(loss=outputs.loss, logits=outputs.logits, past_key_values=outputs.past_key_values)
 
