@@ -6,17 +6,31 @@ from .frozen import FROZEN_PROTOCOLS, frozen_feature_metrics
 from .knn import knn_accuracy, knn_predict
 from .linear_probe import linear_probe_accuracy
 from .metric_modules import available_metrics, compute_accuracy, load_metric
+from .text import (
+    compute_macro_f1,
+    extract_text_features,
+    finetune_text_classifier,
+    linear_probe_text_classifier,
+    perplexity,
+    strided_perplexity,
+)
 
 __all__ = [
     "FROZEN_PROTOCOLS",
     "ImageClassifier",
     "available_metrics",
     "compute_accuracy",
+    "compute_macro_f1",
     "extract_features",
+    "extract_text_features",
     "finetune_classifier",
+    "finetune_text_classifier",
     "frozen_feature_metrics",
     "knn_accuracy",
     "knn_predict",
     "linear_probe_accuracy",
+    "linear_probe_text_classifier",
     "load_metric",
+    "perplexity",
+    "strided_perplexity",
 ]
