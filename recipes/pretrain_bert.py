@@ -30,7 +30,7 @@ from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer
+from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, resumed_checkpoint
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,17 @@ class BertArguments:
     whole_word_mask: bool = field(default=False, metadata={"help": "Select whole words (a token and its ## pieces) for masking."})
     short_seq_prob: float = field(default=0.1, metadata={"help": "Probability of a shorter target length for a pair (Google's default)."})
     dupe_factor: int = field(default=1, metadata={"help": "Passes over each document when building pairs (different splits each)."})
-    next_sentence_prediction: bool = field(default=True, metadata={"help": "Train the next-sentence head too (False: masked LM only)."})
+    next_sentence_prediction: bool = field(
+        default=True, metadata={"help": "Train the next-sentence head too (False: the masked-LM loss alone, on the same sentence pairs)."}
+    )
 
 
 def bert_metrics(eval_prediction) -> dict[str, float]:
-    """MLM accuracy over masked positions and NSP accuracy, through the packaged accuracy metric."""
-    (mlm_predictions, nsp_logits), (labels, next_sentence_label) = eval_prediction.predictions, eval_prediction.label_ids
+    """MLM accuracy over masked positions and (with NSP) NSP accuracy, through the packaged accuracy
+    metric. Trainer hands over a tuple when the model returns several outputs, an array when one."""
+    predictions, label_ids = eval_prediction.predictions, eval_prediction.label_ids
+    mlm_predictions, nsp_logits = predictions if isinstance(predictions, tuple) else (predictions, None)
+    labels, next_sentence_label = label_ids if isinstance(label_ids, tuple) else (label_ids, None)
     masked = labels != -100
     metrics = {"mlm_accuracy": compute_accuracy(mlm_predictions[masked], labels[masked])}
     if nsp_logits is not None:
@@ -89,7 +94,7 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=bert_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()

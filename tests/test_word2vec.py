@@ -198,6 +198,10 @@ def test_sequential_kernel_threads_split_the_rows_and_refuse_bad_ids():
     assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
     with pytest.raises(IndexError, match="word ids"):
         sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts + 5000, None, negatives, True, 0.1, threads=1)
+    with pytest.raises(ValueError, match="Rows disagree"):  # fewer negative rows than centers: refused, not read past the end
+        sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives[:1], True, 0.1, threads=1)
+    with pytest.raises(ValueError, match="alike"):
+        sequential_sgd.sequential_sgd_loss_and_grads(win, wout[:, :4], centers, contexts, None, negatives, True, 0.1, threads=1)
     assert _small_model().training_loss_implementation() == "sequential"
 
 

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -45,6 +45,19 @@ class LanguageModelArguments:
 
 
 def build_tokenizer(
+    args: LanguageModelArguments, training_args: TrainingArguments, train: TextDataset, kind: str, special_tokens: str
+) -> PreTrainedTokenizerBase:
+    """See :func:`load_or_train_tokenizer`; a loaded tokenizer that pads with nothing, or with its
+    end-of-text token (GPT-2's), gets a ``<pad>`` token of its own (the model's embeddings grow to
+    match in :func:`build_language_model`): padding labels are -100, which must not hide separators."""
+    tokenizer = load_or_train_tokenizer(args, training_args, train, kind, special_tokens)
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        logger.warning("The tokenizer has no pad token distinct from its eos token; adding '<pad>'.")
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return tokenizer
+
+
+def load_or_train_tokenizer(
     args: LanguageModelArguments, training_args: TrainingArguments, train: TextDataset, kind: str, special_tokens: str
 ) -> PreTrainedTokenizerBase:
     """``--tokenizer_name``, else the backbone checkpoint's tokenizer, else one trained on ``train``
@@ -88,7 +101,7 @@ def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTra
     backbone_config = build_backbone_config(backbone, args.backbone_config_overrides)
     if not is_checkpoint(backbone):
         backbone_config = _fit_to_tokenizer(backbone_config, tokenizer)
-    elif backbone_config.vocab_size < len(tokenizer):
+    elif backbone_config.vocab_size < len(tokenizer) - 1:
         raise ValueError(
             f"The checkpoint {backbone} has {backbone_config.vocab_size} token embeddings but the tokenizer has {len(tokenizer)} tokens: "
             "use the checkpoint's own tokenizer (leave out --tokenizer_name)."
@@ -103,6 +116,11 @@ def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTra
     model = method.model_class(config)
     if is_checkpoint(backbone):
         model.backbone = config.backbone_auto_class.from_pretrained(backbone, config=backbone_config)
+        if len(tokenizer) > backbone_config.vocab_size:  # the <pad> build_tokenizer added
+            model.backbone.resize_token_embeddings(len(tokenizer))
+            model.config.backbone_config = model.backbone.config
+    if positions is not None:
+        tokenizer.model_max_length = positions  # so that truncation=True in the saved tokenizer fits the model
     return model
 
 
@@ -114,6 +132,15 @@ def _fit_to_tokenizer(config, tokenizer: PreTrainedTokenizerBase):
         if hasattr(config, name) and token_id is not None:
             values[name] = token_id
     return type(config).from_dict({**config.to_dict(), **values})
+
+
+class SeedPerProcess(TrainerCallback):
+    """At the start of training, seed process ``i`` with ``seed + i``: ``Trainer`` seeds every process
+    alike, so the masks and noise drawn in the training step would repeat across processes (process
+    0 keeps the one-process stream). A resumed run then restores each process's own saved RNG state."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        set_seed(args.seed + args.process_index)
 
 
 def keep_examples(examples: list) -> list:
@@ -133,10 +160,14 @@ class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
     also where hfssl's vision views and word2vec windows are drawn.
 
     ``eval_data_collator``: a collator seeded once, so that every evaluation scores the same masked
-    validation text (a fresh copy for each evaluation, so its draws repeat exactly)."""
+    validation text (a fresh copy for each evaluation, so its draws repeat exactly, with
+    ``--dataloader_num_workers 0``, the default: workers mix their own seeds into the draws).
+
+    Every process draws its own masks (:class:`SeedPerProcess`)."""
 
     def __init__(self, *args, eval_data_collator=None, collate_in_training_step: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.add_callback(SeedPerProcess())
         self.eval_data_collator = eval_data_collator
         self.collate_in_training_step = collate_in_training_step
 

@@ -20,6 +20,7 @@ class BartPretrainingModel(LanguageSSLPreTrainedModel):
     """``self.backbone`` is a sequence-to-sequence LM (``BartForConditionalGeneration`` by default)."""
 
     config_class = BartPretrainingConfig
+    accepts_loss_kwargs = False  # the backbone's loss is a mean over the batch's targets; Trainer must not rescale it
 
     def forward(
         self,

@@ -18,8 +18,9 @@ class BertPretrainingConfig(LanguageSSLConfig):
         backbone_config: config (or dict with ``model_type``) of a BERT-family model whose
             ``AutoModelForPreTraining`` has BERT's two heads (``bert``, ``megatron-bert``, ...);
             defaults to BERT-base's.
-        next_sentence_prediction: add the NSP loss (``False``: MLM only, as RoBERTa found better;
-            the data then needs no ``next_sentence_label``).
+        next_sentence_prediction: add the NSP loss (``False``: the MLM loss alone; the data then
+            needs no ``next_sentence_label``. Liu et al. 2019 (RoBERTa) found dropping NSP no worse
+            when inputs are full sentences packed to the length; the recipe keeps BERT's pairs).
     """
 
     model_type = "hfssl_bert"

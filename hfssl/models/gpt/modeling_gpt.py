@@ -21,6 +21,12 @@ class GPTModel(LanguageSSLPreTrainedModel):
 
     config_class = GPTConfig
 
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        # Trainer reads loss_type to count the targets of a batch for num_items_in_batch: a causal LM
+        # predicts labels[:, 1:], and without this it would count T tokens a row for T - 1 targets.
+        self.loss_type = "ForCausalLM"
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -33,8 +39,9 @@ class GPTModel(LanguageSSLPreTrainedModel):
             input_ids: (B, T) token ids.
             attention_mask: (B, T), 1 at real tokens.
             labels: (B, T), the input ids with -100 where no loss is taken (the shift by one
-                happens inside). ``num_items_in_batch`` (from ``Trainer``) makes the loss the
-                mean over every real token of the accumulated batch.
+                happens inside). ``num_items_in_batch`` (from ``Trainer``: the number of
+                non-ignored shifted targets) makes the loss the mean over every predicted token of
+                the accumulated batch.
         Returns: ``loss`` (scalar, with labels) and ``logits`` (B, T, vocab).
         """
         kwargs.setdefault("use_cache", False)  # training and scoring need no cache; generate() has its own

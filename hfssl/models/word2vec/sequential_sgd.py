@@ -49,16 +49,16 @@ def load_library() -> ctypes.CDLL | None:
         logger.warning("No C++ compiler found ($CXX, c++ or g++): word2vec falls back to the slower fused torch loss on the CPU.")
         return None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([compiler, _compiler_version(compiler), *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"sequential_sgd_{key}.so"
-    if not target.exists():
-        try:
+    try:
+        if not target.exists():
             _compile(compiler, target)
-        except (OSError, subprocess.CalledProcessError) as error:
-            details = getattr(error, "stderr", "") or error
-            logger.warning("Building the word2vec CPU kernel failed, so word2vec falls back to the fused torch loss: %s", details)
-            return None
-    library = ctypes.CDLL(str(target))
+        library = ctypes.CDLL(str(target))
+    except (OSError, subprocess.CalledProcessError) as error:
+        details = getattr(error, "stderr", "") or error
+        logger.warning("Building or loading the word2vec CPU kernel failed, so word2vec falls back to the fused torch loss: %s", details)
+        return None
     for name in ("hfssl_word2vec_sgd_float", "hfssl_word2vec_sgd_double"):
         function = getattr(library, name)
         function.restype = ctypes.c_double
@@ -66,6 +66,13 @@ def load_library() -> ctypes.CDLL | None:
             ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_int
         ]
     return library
+
+
+def _compiler_version(compiler: str) -> str:
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return "unknown"
 
 
 def _compile(compiler: str, target: Path) -> None:
@@ -101,9 +108,8 @@ def sequential_sgd_loss_and_grads(
     library = load_library()
     if library is None:
         raise RuntimeError("The word2vec CPU kernel is not available (no C++ compiler): use loss_implementation='fused'.")
+    _check_shapes(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids)
     dtype = input_weight.dtype
-    if dtype not in (torch.float32, torch.float64) or output_weight.dtype != dtype or input_weight.device.type != "cpu":
-        raise ValueError(f"The word2vec CPU kernel takes float32 or float64 CPU weights, got {dtype} on {input_weight.device}.")
     function = library.hfssl_word2vec_sgd_float if dtype == torch.float32 else library.hfssl_word2vec_sgd_double
     input_weight, output_weight = input_weight.detach().contiguous(), output_weight.detach().contiguous()
     contexts = context_ids.reshape(len(center_ids), -1).to(torch.int64).contiguous()
@@ -118,6 +124,25 @@ def sequential_sgd_loss_and_grads(
         negatives.data_ptr(), len(centers), negatives.shape[1], int(cbow_mean), float(step_size), int(threads),
     )
     return torch.tensor(loss, dtype=torch.float64), input_grad, output_grad
+
+
+def _check_shapes(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids) -> None:
+    """The kernel reads raw memory by these shapes: every mismatch must be an error, not a read past a tensor."""
+    tensors = (input_weight, output_weight, center_ids, context_ids, negative_ids) + (() if context_mask is None else (context_mask,))
+    if any(tensor.device.type != "cpu" for tensor in tensors):
+        raise ValueError("The word2vec CPU kernel takes CPU tensors; on an accelerator use loss_implementation='fused'.")
+    if input_weight.dtype not in (torch.float32, torch.float64) or output_weight.dtype != input_weight.dtype:
+        raise ValueError(f"The word2vec CPU kernel takes float32 or float64 weights of one dtype, got {input_weight.dtype} and {output_weight.dtype}.")
+    if input_weight.dim() != 2 or output_weight.shape != input_weight.shape:
+        raise ValueError(f"Both weight matrices must be (V, D) alike, got {tuple(input_weight.shape)} and {tuple(output_weight.shape)}.")
+    rows = center_ids.shape[0]
+    if center_ids.dim() != 1 or context_ids.shape[0] != rows or negative_ids.dim() != 2 or negative_ids.shape[0] != rows:
+        raise ValueError(
+            f"Rows disagree: center_ids {tuple(center_ids.shape)}, context_ids {tuple(context_ids.shape)}, negative_ids {tuple(negative_ids.shape)} "
+            "(expected (N,), (N,) or (N, C), and (N, K))."
+        )
+    if context_ids.dim() not in (1, 2) or (context_mask is not None and context_mask.shape != context_ids.shape):
+        raise ValueError(f"context_ids {tuple(context_ids.shape)} and context_mask must be (N,) or (N, C) alike.")
 
 
 def _check_ids(vocab_size: int, *ids: torch.Tensor) -> None:
