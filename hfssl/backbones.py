@@ -24,6 +24,7 @@ import re
 
 import torch
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 POOLING_CHOICES = ("auto", "cls", "mean", "pooler")
 
@@ -83,7 +84,11 @@ def apply_config_overrides(config: PreTrainedConfig, overrides: str | dict | Non
 
 
 def is_checkpoint(backbone: str) -> bool:
-    """A local directory or a Hub id ("org/name") rather than a model type."""
+    """A local directory or a Hub id ("org/name") rather than a model type. A model type wins over
+    a folder of the same name in the working directory (a run's output folder is often called
+    "bert"); write "./bert" to mean the folder."""
+    if backbone in CONFIG_MAPPING:
+        return False
     return os.path.isdir(backbone) or "/" in backbone
 
 

@@ -97,6 +97,15 @@ def test_backbone_from_checkpoint_keeps_its_weights(tmp_path):
         assert torch.equal(model.backbone.state_dict()[key], value)
 
 
+def test_a_model_type_is_not_mistaken_for_a_folder_of_that_name(tmp_path, monkeypatch):
+    from hfssl.backbones import is_checkpoint
+
+    (tmp_path / "resnet").mkdir()  # e.g. a run's output folder named after its model type
+    monkeypatch.chdir(tmp_path)
+    assert not is_checkpoint("resnet") and is_checkpoint("./resnet") and is_checkpoint("org/model")
+    assert build_vision_ssl_model(hfssl.METHODS["simclr"], "resnet", "embedding_size=8,hidden_sizes=[8],depths=[1]").config.backbone_config.model_type == "resnet"
+
+
 def test_vit_pooling_rules_and_interpolation():
     model = tiny_simclr(BACKBONES["vit"]).eval()
     x = torch.randn(2, 3, 16, 16)
