@@ -33,7 +33,7 @@ from hfssl.data import TextDataArguments, load_text_datasets
 from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, resumed_checkpoint
+from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -91,16 +91,7 @@ def main(argv=None):
         compute_metrics=reconstruction_accuracy,
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
-    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    metrics = {}
-    if eval_examples is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics, combined=True)
+    metrics = train_and_evaluate(trainer, training_args, eval_examples is not None)
     if trainer.is_world_process_zero():
         if eval_examples is not None and bart_args.num_reconstructions > 0:
             rows = reconstruct(model, tokenizer, copy.deepcopy(eval_collator), eval_examples, bart_args.num_reconstructions, bart_args.max_seq_length)

@@ -30,7 +30,7 @@ from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, resumed_checkpoint
+from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -94,16 +94,7 @@ def main(argv=None):
         processing_class=tokenizer,
         compute_metrics=bert_metrics,
     )
-    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    metrics = {}
-    if eval_pairs is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics, combined=True)
+    metrics = train_and_evaluate(trainer, training_args, eval_pairs is not None)
     if trainer.is_world_process_zero():
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     objective = "masked language modelling" + (" and next-sentence prediction" if bert_args.next_sentence_prediction else "")

@@ -28,7 +28,7 @@ from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets
 from hfssl.data.packing import pack_documents
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, resumed_checkpoint
+from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -63,17 +63,7 @@ def main(argv=None):
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
     )
-    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    metrics = {}
-    if eval_blocks is not None:
-        metrics = trainer.evaluate()
-        metrics["perplexity"] = math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics, combined=True)
+    metrics = train_and_evaluate(trainer, training_args, eval_blocks is not None, perplexity)
     sample = generate_sample(model, tokenizer, gpt_args.generation_prompt, gpt_args.generation_max_new_tokens)
     logger.info("Greedy continuation of %r: %r", gpt_args.generation_prompt, sample)
     if trainer.is_world_process_zero():
@@ -86,6 +76,11 @@ def main(argv=None):
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
     return metrics
+
+
+def perplexity(metrics: dict) -> dict:
+    """exp of the validation loss (the mean negative log-likelihood per predicted token)."""
+    return {"perplexity": math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")}
 
 
 def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:

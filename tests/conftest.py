@@ -42,3 +42,18 @@ def corpus_documents(shared_data) -> list[str]:
 
     with gzip.open(shared_data / "corpus" / "train.jsonl.gz", "rt") as handle:
         return [json.loads(line)["text"] for line in handle]
+
+
+def launch_two_processes(recipe: str, arguments: list[str], cwd: pathlib.Path, timeout: int = 300):
+    """``accelerate launch`` of ``recipes/<recipe>`` on 2 CPU processes (gloo, one thread each);
+    returns the finished ``subprocess.CompletedProcess``, having asserted a zero exit code."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes", "2", str(REPO_ROOT / "recipes" / recipe), *arguments,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

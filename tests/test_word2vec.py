@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, launch_two_processes
 from transformers import AutoModel, AutoTokenizer
 
 from hfssl import Word2VecConfig, Word2VecModel
@@ -468,17 +468,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, restore_
 
 
 def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
-    import subprocess
-
     output = tmp_path / "ddp"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
-        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_word2vec.py"),
-        *_recipe_arguments(shared_data, output, "--max_train_samples", "120", "--min_count", "2", "--max_steps", "4",
-                           "--per_device_train_batch_size", "16", "--save_strategy", "no"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    arguments = _recipe_arguments(shared_data, output, "--max_train_samples", "120", "--min_count", "2", "--max_steps", "4",
+                                  "--per_device_train_batch_size", "16", "--save_strategy", "no")  # fmt: skip
+    launch_two_processes("pretrain_word2vec.py", arguments, cwd=tmp_path)
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     results = json.loads((output / "all_results.json").read_text())

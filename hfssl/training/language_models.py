@@ -143,6 +143,25 @@ class SeedPerProcess(TrainerCallback):
         set_seed(args.seed + args.process_index)
 
 
+def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, evaluate: bool, derived_metrics=None) -> dict:
+    """What every language-model recipe does after building its trainer: train (resuming from
+    ``--resume_from_checkpoint``), save the train metrics and state, then (with ``evaluate``)
+    evaluate and save the eval metrics, adding ``derived_metrics(metrics)`` (e.g. perplexity).
+    Returns the eval metrics ({} without evaluation)."""
+    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    if not evaluate:
+        return {}
+    metrics = trainer.evaluate()
+    if derived_metrics is not None:
+        metrics.update(derived_metrics(metrics))
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics, combined=True)
+    return metrics
+
+
 def keep_examples(examples: list) -> list:
     """A DataLoader ``collate_fn`` that leaves the examples as they are (see :class:`LanguageModelTrainer`)."""
     return list(examples)
