@@ -75,7 +75,7 @@ def main(argv=None):
     noise = dict(
         tokenizer=tokenizer, mask_ratio=bart_args.mask_ratio, poisson_lambda=bart_args.poisson_lambda, random_ratio=bart_args.random_ratio,
         permute_sentences=bart_args.permute_sentences, rotate_ratio=bart_args.rotate_ratio,
-        decoder_start_token_id=model.backbone.config.decoder_start_token_id,
+        decoder_start_token_id=model.backbone.config.decoder_start_token_id, max_length=bart_args.max_seq_length,
     )  # fmt: skip
     eval_collator = DataCollatorForBartDenoising(**noise, seed=training_args.seed)
 

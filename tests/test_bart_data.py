@@ -415,3 +415,16 @@ def test_word_start_table_follows_the_vocabulary_marker(tokenizer, documents):
     pieces = wordpiece.convert_ids_to_tokens(wordpiece("unbelievably", add_special_tokens=False)["input_ids"])
     starts = word_start_table(wordpiece)[wordpiece.convert_tokens_to_ids(pieces)].tolist()
     assert len(pieces) > 1 and starts == [True] + [False] * (len(pieces) - 1)
+
+
+def test_inserted_masks_never_push_the_input_past_max_length(tokenizer, rows):
+    """With short spans many zero-length spans become inserted masks, so a noised input can grow
+    past its original; max_length cuts inputs to fit, keeping </s> last, and never touches the labels."""
+    loose = _collate(tokenizer, rows, poisson_lambda=1.0, seed=0)
+    original_lengths = torch.tensor([len(row["input_ids"]) for row in rows])
+    assert (loose["attention_mask"].sum(1) > original_lengths).any()  # the growth is real at lambda 1
+    capped = _collate(tokenizer, rows, poisson_lambda=1.0, seed=0, max_length=64)
+    lengths = capped["attention_mask"].sum(1)
+    assert capped["input_ids"].shape[1] <= 64 and (lengths == torch.clamp(loose["attention_mask"].sum(1), max=64)).all()
+    assert all(capped["input_ids"][i, lengths[i] - 1] == tokenizer.eos_token_id for i in range(len(rows)))
+    assert torch.equal(capped["labels"], loose["labels"])

@@ -368,6 +368,9 @@ class DataCollatorForBartDenoising:
         rotate_ratio: probability of rotating an example (0 in BART's final recipe).
         whole_word_mask: count and mask whole words (fairseq's ``span-poisson`` does) or tokens.
         pad_to_multiple_of: round the padded lengths up to a multiple of this.
+        max_length: longest noised input; inserted masks can make the input longer than the original
+            (with small ``poisson_lambda``), and a longer one is cut to this length, keeping ``</s>``
+            last, so it fits the model's positions (the labels, the original, are never cut).
         seed: own generator seed; ``None`` draws from torch's global generator.
 
     Under ``Trainer``, set ``remove_unused_columns=False``: ``sentence_lengths`` is not an argument of
@@ -383,6 +386,7 @@ class DataCollatorForBartDenoising:
     whole_word_mask: bool = True
     decoder_start_token_id: int | None = None
     pad_to_multiple_of: int | None = None
+    max_length: int | None = None
     seed: int | None = None
     _generator: np.random.Generator | None = field(default=None, init=False, repr=False)
     _generator_worker_seed: int | None = field(default=None, init=False, repr=False)
@@ -430,6 +434,8 @@ class DataCollatorForBartDenoising:
             )  # fmt: skip
         if self.rotate_ratio > 0 and rng.random() < self.rotate_ratio:
             tokens = rotate_document(tokens, rng)
+        if self.max_length is not None and len(tokens) + 2 > self.max_length:
+            tokens = tokens[: max(self.max_length - 2, 0)]
         return np.concatenate([input_ids[:1], tokens, input_ids[-1:]])
 
     def _example_ids(self, feature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
