@@ -66,8 +66,8 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from .sentences import segment_sentences
+from .text import TEXT_COLUMN, TextDataset
 
-TEXT_COLUMN = "text"
 IS_NEXT = 0
 IS_RANDOM_NEXT = 1
 NUM_SPECIAL_TOKENS = 3  # [CLS] A [SEP] B [SEP]
@@ -82,8 +82,6 @@ NSP_FEATURES = datasets.Features(
         "next_sentence_label": datasets.Value("int8"),
     }
 )
-
-TextDataset = datasets.Dataset | datasets.IterableDataset
 
 
 @dataclass
