@@ -2,7 +2,9 @@
 """SimCLR on Fashion-MNIST: pretrained vs the same backbone at random init vs raw pixels.
 
     python benchmarks/simclr_fashion_mnist.py --idx_dir ../shared/data/fashion-mnist \
-        --num_train_epochs 30 --output_dir benchmarks/results/simclr-fmnist
+        --num_train_epochs 18 --output_dir benchmarks/results/simclr-fmnist
+    python benchmarks/simclr_fashion_mnist.py --backbone resnet --num_train_epochs 30 --channels_last false \
+        --backbone_config_overrides "num_channels=1,embedding_size=32,hidden_sizes=[64,128],depths=[1,1],layer_type=basic"
 
 Pretrains with recipes/pretrain_vision.py on the 60k train split, then measures kNN (k=200,
 T=0.1) and linear-probe accuracy on the 10k test split for (1) the pretrained backbone, (2) the
@@ -32,7 +34,10 @@ from hfssl.data import VisionDataArguments, load_vision_datasets  # noqa: E402
 from hfssl.evaluation.knn import knn_accuracy  # noqa: E402
 from hfssl.evaluation.linear_probe import linear_probe_accuracy  # noqa: E402
 
-BACKBONE_OVERRIDES = "num_channels=1,embedding_size=32,hidden_sizes=[64,128],depths=[1,1],layer_type=basic"
+# A 2-stage RegNet-X whose stem is the only stride-2 layer before the last stage: 14x14 maps in stage 1
+# and 7x7 in stage 2 on a 28 px image, where ResNet's stem (7x7 stride 2 + max-pool) leaves 7x7 and 4x4.
+REGNET_OVERRIDES = "num_channels=1,embedding_size=32,hidden_sizes=[32,128],depths=[1,1],groups_width=16,downsample_in_first_stage=false"
+RESNET_OVERRIDES = "num_channels=1,embedding_size=32,hidden_sizes=[64,128],depths=[1,1],layer_type=basic"
 
 
 def raw_pixel_metrics(idx_dir: str) -> dict:
@@ -48,8 +53,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idx_dir", default=os.path.join(REPO_ROOT, "..", "shared", "data", "fashion-mnist"))
     parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "benchmarks", "results", "simclr-fmnist"))
-    parser.add_argument("--backbone_config_overrides", default=BACKBONE_OVERRIDES)
-    parser.add_argument("--num_train_epochs", default="30")
+    parser.add_argument("--backbone", default="regnet")
+    parser.add_argument("--backbone_config_overrides", default=REGNET_OVERRIDES, help=f"default: the RegNet; the ResNet was {RESNET_OVERRIDES!r}")
+    parser.add_argument("--num_train_epochs", default="18")
+    parser.add_argument("--channels_last", default="true")
     parser.add_argument("--batch_size", default="256")
     parser.add_argument("--learning_rate", default="3e-3")
     parser.add_argument("--extra", default="", help="more recipe arguments, space-separated")
@@ -60,11 +67,11 @@ def main():
 
     start = time.time()
     pretrained = pretrain_vision.main([
-        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", args.backbone_config_overrides,
+        "--method", "simclr", "--backbone", args.backbone, "--backbone_config_overrides", args.backbone_config_overrides,
         "--config_overrides", "projection_hidden_dim=512,projection_dim=128,tau=0.1", "--image_size", "28", "--min_crop_scale", "0.4",
         "--output_dir", args.output_dir, "--per_device_train_batch_size", args.batch_size, "--num_train_epochs", args.num_train_epochs,
         "--learning_rate", args.learning_rate, "--weight_decay", "1e-4", "--warmup_steps", "0.05", "--lr_scheduler_type", "cosine",
-        "--logging_steps", "50", "--save_strategy", "no", "--per_device_eval_batch_size", "1024", *common, *args.extra.split(),
+        "--logging_steps", "50", "--save_strategy", "no", "--per_device_eval_batch_size", "1024", "--channels_last", args.channels_last, *common, *args.extra.split(),
     ])
     train_seconds = json.load(open(os.path.join(args.output_dir, "train_results.json")))["train_runtime"]
     random_init = evaluate_vision.main([

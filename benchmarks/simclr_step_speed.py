@@ -4,6 +4,11 @@ share of the step spent making views, measured in the same run.
 
     python benchmarks/simclr_step_speed.py --device cpu --threads 2
     python benchmarks/simclr_step_speed.py --device cuda --batch_size 256 --image_size 96 --backbone resnet50
+    python benchmarks/simclr_step_speed.py --threads 2 --backbones resnet-tiny,regnet-tiny --channels 1 --source_size 28 \
+        --image_size 28 --memory_formats contiguous,channels_last
+
+With several --memory_formats each backbone is measured in each layout (``--channels_last`` of the
+trainer: weights and views in channels-last format) and the speedup over the first is printed.
 
 Prints a Markdown table (one row per backbone) for BENCHMARKS.md.
 """
@@ -22,6 +27,7 @@ from hfssl.models.builder import build_vision_ssl_model
 
 BACKBONES = {
     "resnet-tiny": ("resnet", "embedding_size=32,hidden_sizes=[64,128],depths=[1,1],layer_type=basic"),
+    "regnet-tiny": ("regnet", "embedding_size=32,hidden_sizes=[32,128],depths=[1,1],groups_width=16,downsample_in_first_stage=false"),
     "vit-tiny": ("vit", "hidden_size=192,num_hidden_layers=6,num_attention_heads=3,intermediate_size=768,patch_size=4"),
     "resnet18": ("resnet", "embedding_size=64,hidden_sizes=[64,128,256,512],depths=[2,2,2,2],layer_type=basic"),
     "resnet50": ("resnet", None),
@@ -47,12 +53,15 @@ def time_it(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, args, device: torch.device) -> dict:
+def measure(name: str, args, device: torch.device, memory_format: str = "contiguous") -> dict:
     backbone, overrides = BACKBONES[name]
     method = hfssl.METHODS["simclr"]
     model = build_vision_ssl_model(method, backbone, overrides, image_size=args.image_size).to(device).train()
+    layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
+    model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    views = method.make_views(args.image_size, 3)
+    make_views = method.make_views(args.image_size, 3)
+    views = lambda images: [view.contiguous(memory_format=layout) for view in make_views(images)]  # noqa: E731 (as SSLTrainer does)
     images = torch.randint(0, 256, (args.batch_size, args.channels, args.source_size, args.source_size), dtype=torch.uint8, device=device)
     fixed_views = views(images)
 
@@ -68,6 +77,7 @@ def measure(name: str, args, device: torch.device) -> dict:
     views_only = time_it(lambda: views(images), device, args.repeats)
     return {
         "backbone": name,
+        "memory_format": memory_format,
         "images_per_s": args.batch_size / full,
         "model_only_images_per_s": args.batch_size / model_only,
         "views_share": views_only / full,
@@ -86,6 +96,7 @@ def main():
     parser.add_argument("--source_size", type=int, default=32, help="side of the uint8 images the views are cut from")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory_formats", default="contiguous", help="comma-separated among contiguous, channels_last")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,11 +104,17 @@ def main():
     torch.manual_seed(0)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"SimCLR step, batch {args.batch_size}, views {args.image_size}px from {args.source_size}px uint8, {machine}, torch {torch.__version__}\n")
-    print("| backbone | step images/s | model-only images/s | views share of step | step ms | views ms |")
-    print("|---|---|---|---|---|---|")
+    print("| backbone | memory format | step images/s | speedup | model-only images/s | views share of step | step ms | views ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.backbones.split(","):
-        r = measure(name, args, device)
-        print(f"| {r['backbone']} | {r['images_per_s']:.0f} | {r['model_only_images_per_s']:.0f} | {100 * r['views_share']:.1f}% | {r['step_ms']:.1f} | {r['views_ms']:.1f} |")
+        baseline = None
+        for memory_format in args.memory_formats.split(","):
+            r = measure(name, args, device, memory_format)
+            baseline = baseline or r["images_per_s"]
+            print(
+                f"| {r['backbone']} | {memory_format} | {r['images_per_s']:.0f} | {r['images_per_s'] / baseline:.2f}x | {r['model_only_images_per_s']:.0f} "
+                f"| {100 * r['views_share']:.1f}% | {r['step_ms']:.1f} | {r['views_ms']:.1f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -63,6 +63,22 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
 
 
+def test_channels_last_trains_the_same_model_and_saves_standard_weights(tmp_path, digits):
+    default_layout = make_trainer(tmp_path / "default", digits, save_strategy="no")
+    default_layout.train()
+    channels_last = make_trainer(tmp_path / "channels-last", digits, save_strategy="no", channels_last=True)
+    kernel = channels_last.model.backbone.embedder.embedder.convolution.weight
+    assert kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
+    channels_last.train()
+    expected = default_layout.model.state_dict()
+    for key, value in channels_last.model.state_dict().items():  # the same 4 steps up to float rounding
+        torch.testing.assert_close(value, expected[key], rtol=1e-3, atol=1e-4)
+    channels_last.save_model()
+    reloaded = SimCLRModel.from_pretrained(tmp_path / "channels-last")
+    for key, value in reloaded.state_dict().items():
+        assert torch.equal(value, channels_last.model.state_dict()[key])
+
+
 def test_logs_carry_loss_learning_rate_and_collapse_monitors(tmp_path, digits):
     trainer = make_trainer(tmp_path, digits, save_strategy="no")
     trainer.train()

@@ -28,6 +28,10 @@ class SSLTrainingArguments(TrainingArguments):
     use_lars: bool = field(default=False, metadata={"help": "Use LARS (SGD + momentum + trust ratio) instead of --optim."})
     lars_eta: float = field(default=0.001, metadata={"help": "LARS trust coefficient."})
     lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Run the model and views in channels-last memory format: faster convolutions (oneDNN, cuDNN); no effect on results beyond rounding."},
+    )
     sync_batchnorm: bool = field(
         default=False,
         metadata={"help": "BatchNorm statistics over all processes (SimCLR's global BN); GPUs only, as torch's SyncBatchNorm."},

@@ -47,10 +47,14 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
             if self.args.device.type == "cpu":
                 raise ValueError("--sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU.")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.args.channels_last:
+            self.model.to(memory_format=torch.channels_last)
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         views = self.view_generator(inputs["pixel_values"])
+        if self.args.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
         outputs = model(views=views)
         if model.training:  # detached: the monitors must not keep the step's graph alive
             self._last_outputs = {name: value.detach() for name, value in outputs.items() if name != "loss"}
