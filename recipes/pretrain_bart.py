@@ -13,8 +13,9 @@ spans hiding --mask_ratio of the words, each span one <mask>; all sentences perm
 rotation) and trains the encoder-decoder to reproduce the original. Writes to --output_dir: the
 model and tokenizer, ``backbone/`` (a plain ``BartForConditionalGeneration`` with its tokenizer),
 ``all_results.json`` (``eval_loss``, ``eval_reconstruction_accuracy``: teacher-forced token
-accuracy on the validation text, noised with a fixed seed), ``reconstructions.json`` (noised
-validation inputs, the model's greedy reconstruction and the original) and a model card.
+accuracy on the validation text, noised with a fixed seed; ``generate_exact_match``: the share of
+the --num_reconstructions examples that greedy ``generate`` restores exactly), ``reconstructions.json``
+(those noised validation inputs, the model's greedy reconstruction and the original) and a model card.
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def main(argv=None):
             rows = reconstruct(model, tokenizer, copy.deepcopy(eval_collator), eval_examples, bart_args.num_reconstructions, bart_args.max_seq_length)
             with open(os.path.join(training_args.output_dir, "reconstructions.json"), "w") as handle:
                 json.dump(rows, handle, indent=1)
+            exact = {"generate_exact_match": sum(row["exact_match"] for row in rows) / len(rows)}
+            trainer.log_metrics("generate", exact)
+            trainer.save_metrics("generate", exact)
+            metrics.update(exact)
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     trainer.model_card_text = write_language_model_card(
         training_args.output_dir, model, "bart", "denoising (text infilling and sentence permutation)", "Lewis et al. 2020", data.description,
@@ -108,18 +113,19 @@ def main(argv=None):
 
 def reconstruct(model, tokenizer, collator, examples, count: int, max_length: int) -> list[dict[str, str]]:
     """Noise the first ``count`` examples, let the model reconstruct them greedily, and return
-    ``{"noised", "reconstructed", "original"}`` texts."""
+    ``{"noised", "reconstructed", "original", "exact_match"}`` rows (texts keep their special tokens)."""
     batch = collator([examples[index] for index in range(min(count, len(examples)))])
     model.eval()
     generated = model.generate(
         input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),
-        max_length=max_length, num_beams=1, do_sample=False,
-    )  # fmt: skip
+        max_length=max_length + 1, num_beams=1, do_sample=False,
+    ).cpu()  # fmt: skip
+    generated = generated[:, 1:]  # generate() starts every output with the decoder start token, which labels do not hold
     originals = batch["labels"].masked_fill(batch["labels"] == -100, tokenizer.pad_token_id)
     decode = lambda ids: tokenizer.batch_decode(ids, skip_special_tokens=False)  # noqa: E731 (keep <mask> visible)
     clean = lambda texts: [text.replace(tokenizer.pad_token, "").strip() for text in texts]  # noqa: E731
     return [
-        {"noised": noised, "reconstructed": reconstructed, "original": original}
+        {"noised": noised, "reconstructed": reconstructed, "original": original, "exact_match": reconstructed == original}
         for noised, reconstructed, original in zip(clean(decode(batch["input_ids"])), clean(decode(generated)), clean(decode(originals)))
     ]
 

@@ -203,7 +203,36 @@ def test_bart_pretraining_on_the_corpus_lowers_validation_loss_and_reconstructs(
     assert metrics["eval_reconstruction_accuracy"] > start_accuracy + 0.05
     rows = json.loads((output / "reconstructions.json").read_text())
     assert len(rows) == 2 and all("<mask>" in row["noised"] and "<mask>" not in row["original"] for row in rows)
+    assert metrics["generate_exact_match"] == sum(row["exact_match"] for row in rows) / 2
     assert (output / "backbone" / "tokenizer.json").exists()
+
+
+def test_bart_generate_restores_the_documents_it_has_learnt(tmp_path, corpus_documents):
+    """Greedy ``generate`` on freshly noised inputs (masked spans, permuted sentences) returns the
+    original text once the model knows it: decoder start, BOS/EOS and label alignment agree between
+    training and generation. Eight two-sentence documents (cut into examples of at most 64 tokens)
+    serve as both training and validation text."""
+    from hfssl.data.sentences import segment_sentences
+
+    texts = []
+    for document in corpus_documents:
+        sentences = segment_sentences(document)[:2]
+        if len(sentences) == 2 and len(" ".join(sentences).split()) <= 30 and len(texts) < 8:
+            texts.append(" ".join(sentences))
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
+    output = tmp_path / "bart"
+    metrics = pretrain_bart.main([
+        "--train_file", str(tmp_path / "docs.jsonl"), "--validation_file", str(tmp_path / "docs.jsonl"), "--output_dir", str(output),
+        "--backbone_config_overrides", BART_OVERRIDES, "--max_seq_length", "64", *RECIPE_COMMON, "--vocab_size", "400",
+        "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--warmup_steps", "10", "--max_steps", "300",
+        "--save_strategy", "no", "--num_reconstructions", "8",
+    ])  # fmt: skip
+    rows = json.loads((output / "reconstructions.json").read_text())
+    assert len(rows) == 8 and all("<mask>" in row["noised"] for row in rows)
+    originals = [row["original"].removeprefix("<s>").removesuffix("</s>").strip() for row in rows]
+    assert all(any(original in text for text in texts) for original in originals)  # untouched document text
+    restored = [row["reconstructed"] == row["original"] for row in rows]
+    assert metrics["generate_exact_match"] == sum(restored) / 8 >= 0.75, rows
 
 
 def test_bert_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, corpus_documents):
