@@ -275,16 +275,17 @@ def test_checkpoints_without_tokenizer_or_text_input_are_refused(tmp_path):
 
 def test_briefly_pretrained_bert_beats_random_init_on_wordnet_supersenses(wordnet, tmp_path):
     """The issue's downstream check, in the few-label setting where pretraining matters: a small BERT
-    pretrained for 1,000 masked-LM steps on the unlabelled training glosses (in-domain, about 2.5 min on
-    2 cores), then fine-tuned on 1,000 labelled glosses, against the same architecture and tokenizer
-    fine-tuned from random initialisation, scored on 2,000 test glosses. Three seeds of this protocol
-    gave accuracy gains of +1.6, +1.9 and +8.8 points (BENCHMARKS.md)."""
+    pretrained for 1,000 masked-LM steps on the unlabelled training glosses (in-domain, about 3 min on
+    2 cores; a lower-cased 8,000-token vocabulary, mostly whole words), then fine-tuned on 1,000
+    labelled glosses, against the same architecture and tokenizer fine-tuned from random
+    initialisation, scored on 2,000 test glosses. Three seeds of this protocol gained 3.8-7.6 points
+    (BENCHMARKS.md); a 2,000-token vocabulary gained 1.6-8.8 and lost 0.5 once, too little for a test."""
     import pretrain_bert
 
     pretrained = tmp_path / "bert"
     pretrain_bert.main([
         "--train_file", wordnet["train"], "--validation_split_percentage", "2", "--output_dir", str(pretrained),
-        "--next_sentence_prediction", "false", "--mlm_probability", "0.4", "--vocab_size", "2000", "--max_seq_length", "32",
+        "--next_sentence_prediction", "false", "--mlm_probability", "0.4", "--vocab_size", "8000", "--lowercase", "true", "--max_seq_length", "32",
         "--backbone_config_overrides", "hidden_size=256,num_hidden_layers=2,num_attention_heads=4,intermediate_size=512,max_position_embeddings=32",
         "--per_device_train_batch_size", "64", "--learning_rate", "1e-3", "--warmup_steps", "50", "--max_steps", "1000",
         "--use_cpu", "--save_strategy", "no", "--seed", "0", "--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "100",
@@ -299,4 +300,5 @@ def test_briefly_pretrained_bert_beats_random_init_on_wordnet_supersenses(wordne
     ours = evaluate_text.main([*finetune, "--output_dir", str(tmp_path / "pretrained")])
     baseline = evaluate_text.main([*finetune, "--output_dir", str(tmp_path / "random"), "--random_init", "true"])
     print("fine-tuned accuracy: pretrained", ours["finetune_accuracy"], "random init", baseline["finetune_accuracy"])
-    assert ours["finetune_accuracy"] > baseline["finetune_accuracy"]
+    assert ours["finetune_accuracy"] > baseline["finetune_accuracy"] + 0.01
+    assert ours["finetune_macro_f1"] > baseline["finetune_macro_f1"]
