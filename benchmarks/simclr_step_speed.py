@@ -4,8 +4,8 @@ share of the step spent making views, measured in the same run.
 
     python benchmarks/simclr_step_speed.py --device cpu --threads 2
     python benchmarks/simclr_step_speed.py --device cuda --batch_size 256 --image_size 96 --backbone resnet50
-    python benchmarks/simclr_step_speed.py --threads 2 --backbones resnet-tiny,regnet-tiny --channels 1 --source_size 28 \
-        --image_size 28 --memory_formats contiguous,channels_last
+    python benchmarks/simclr_step_speed.py --threads 2 --backbones resnet-tiny,regnet-tiny --channels 1 --backbone_channels 1 \
+        --source_size 28 --image_size 28 --memory_formats contiguous,channels_last
 
 With several --memory_formats each backbone is measured in each layout (``--channels_last`` of the
 trainer: weights and views in channels-last format) and the speedup over the first is printed.
@@ -56,11 +56,12 @@ def time_it(fn, device, repeats: int) -> float:
 def measure(name: str, args, device: torch.device, memory_format: str = "contiguous") -> dict:
     backbone, overrides = BACKBONES[name]
     method = hfssl.METHODS["simclr"]
+    overrides = ",".join(filter(None, [overrides, f"num_channels={args.backbone_channels}"]))
     model = build_vision_ssl_model(method, backbone, overrides, image_size=args.image_size).to(device).train()
     layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    make_views = method.make_views(args.image_size, 3)
+    make_views = method.make_views(args.image_size, args.backbone_channels)
     views = lambda images: [view.contiguous(memory_format=layout) for view in make_views(images)]  # noqa: E731 (as SSLTrainer does)
     images = torch.randint(0, 256, (args.batch_size, args.channels, args.source_size, args.source_size), dtype=torch.uint8, device=device)
     fixed_views = views(images)
@@ -94,7 +95,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--source_size", type=int, default=32, help="side of the uint8 images the views are cut from")
-    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=3, help="channels of the uint8 source images")
+    parser.add_argument("--backbone_channels", type=int, default=3, help="input channels of the backbone and its views")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory_formats", default="contiguous", help="comma-separated among contiguous, channels_last")
     args = parser.parse_args()

@@ -67,9 +67,13 @@ def test_channels_last_trains_the_same_model_and_saves_standard_weights(tmp_path
     default_layout = make_trainer(tmp_path / "default", digits, save_strategy="no")
     default_layout.train()
     channels_last = make_trainer(tmp_path / "channels-last", digits, save_strategy="no", channels_last=True)
-    kernel = channels_last.model.backbone.embedder.embedder.convolution.weight
-    assert kernel.is_contiguous(memory_format=torch.channels_last) and not kernel.is_contiguous()
+    stem = channels_last.model.backbone.embedder.embedder.convolution
+    assert stem.weight.is_contiguous(memory_format=torch.channels_last) and not stem.weight.is_contiguous()
+    view_layouts = []
+    stem.register_forward_pre_hook(lambda module, inputs: view_layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
     channels_last.train()
+    assert len(view_layouts) == 4 and all(view_layouts)  # one backbone pass a step (both views), in channels-last format
+    assert stem.weight.is_contiguous(memory_format=torch.channels_last)  # the optimizer kept the layout
     expected = default_layout.model.state_dict()
     for key, value in channels_last.model.state_dict().items():  # the same 4 steps up to float rounding
         torch.testing.assert_close(value, expected[key], rtol=1e-3, atol=1e-4)
@@ -77,6 +81,13 @@ def test_channels_last_trains_the_same_model_and_saves_standard_weights(tmp_path
     reloaded = SimCLRModel.from_pretrained(tmp_path / "channels-last")
     for key, value in reloaded.state_dict().items():
         assert torch.equal(value, channels_last.model.state_dict()[key])
+
+
+def test_channels_last_applies_to_models_built_by_model_init(tmp_path, digits):
+    trainer = make_trainer(tmp_path, digits, save_strategy="no", max_steps=1, channels_last=True)
+    trainer.model_init = lambda: SimCLRModel(trainer.model.config)
+    trainer.train()  # Trainer rebuilds the model through model_init
+    assert trainer.model.backbone.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_logs_carry_loss_learning_rate_and_collapse_monitors(tmp_path, digits):

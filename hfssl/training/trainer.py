@@ -43,12 +43,22 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         self.eval_transform = eval_transform
         self.knn_train_dataset = knn_train_dataset
         self._last_outputs = None
+        if self.model_init is None:  # with model_init, Trainer built the model through call_model_init
+            self.model = self._convert_model(self.model)
+
+    def _convert_model(self, model: nn.Module) -> nn.Module:
+        """Apply --sync_batchnorm and --channels_last to a freshly built model."""
         if self.args.sync_batchnorm and self.args.world_size > 1:
             if self.args.device.type == "cpu":
                 raise ValueError("--sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU.")
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.args.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def call_model_init(self, trial=None):
+        """Trainer rebuilds the model here when given ``model_init`` (e.g. hyperparameter search)."""
+        return self._convert_model(super().call_model_init(trial))
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
