@@ -4,7 +4,8 @@ Subword (language models), trained on the dataset with :func:`train_subword_toke
 
 * ``"wordpiece"`` (BERT): BERT's normaliser (lower-casing and accent stripping optional), its
   pre-tokeniser, ``[CLS] A [SEP] B [SEP]`` templates with ``token_type_ids`` 0 then 1, and
-  ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``/``[MASK]`` (Devlin et al. 2019);
+  ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``/``[MASK]`` (Devlin et al. 2019). Ids are renumbered
+  canonically after training (see :func:`_number_canonically`), so the same text gives the same ids;
 * ``"byte_level_bpe"`` (GPT, BART): byte-level BPE (Radford et al. 2019), so no text is unknown.
   For ``special_tokens="gpt"`` the one special token ``<|endoftext|>`` separates documents
   (bos = eos = unk = it, and ``<pad>`` pads); for ``"bart"``, ``<s>``/``<pad>``/``</s>``/``<unk>``/
@@ -123,9 +124,26 @@ def train_subword_tokenizer(
     backend.train_from_iterator(texts, trainer=trainer)
     if backend.get_vocab_size() <= len(ordered):
         raise ValueError("The tokenizer learned no tokens: the training text is empty. Check --text_column_name and the data files.")
+    if kind == "wordpiece":
+        _number_canonically(backend, num_special_tokens=len(ordered), unk_token=specials["unk_token"])
     _add_templates(backend, special_tokens, specials)
     input_names = ["input_ids", "token_type_ids", "attention_mask"] if special_tokens == "bert" else ["input_ids", "attention_mask"]
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=input_names, **specials)
+
+
+def _number_canonically(backend: Tokenizer, num_special_tokens: int, unk_token: str) -> None:
+    """Renumber a trained WordPiece vocabulary: special tokens keep the first ids, the other tokens
+    follow in code-point order.
+
+    ``tokenizers``' WordPiece trainer numbers the ``##``-continuation tokens in hash-map order, which
+    changes from run to run (huggingface/tokenizers#1794): the same text gave the same tokens under
+    different ids, so the same seed initialised different embeddings. WordPiece encodes by longest
+    match on the set of tokens, so renumbering changes no segmentation, only the ids."""
+    vocab = backend.get_vocab(with_added_tokens=False)
+    specials = sorted((token for token, index in vocab.items() if index < num_special_tokens), key=vocab.__getitem__)
+    others = sorted(token for token, index in vocab.items() if index >= num_special_tokens)
+    canonical = {token: index for index, token in enumerate(specials + others)}
+    backend.model = models.WordPiece(canonical, unk_token=unk_token, continuing_subword_prefix="##")
 
 
 def _add_templates(backend: Tokenizer, special_tokens: str, specials: dict[str, str]) -> None:

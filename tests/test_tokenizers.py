@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from hfssl.data.sentences import segment_sentences
-from hfssl.tokenization import train_subword_tokenizer
+from hfssl.tokenization import _number_canonically, train_subword_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,32 @@ def test_trained_tokenizers_round_trip_through_auto_tokenizer(tmp_path, sample, 
         assert restored.unk_token_id not in restored(text)["input_ids"][1:-1]
     special_ids = sorted(set(restored.convert_tokens_to_ids(restored.all_special_tokens)))
     assert special_ids == list(range(len(special_ids)))  # specials take the first ids
+
+
+@pytest.mark.parametrize("kind, specials", [("wordpiece", "bert"), ("byte_level_bpe", "bart")])
+def test_training_twice_on_the_same_text_gives_the_same_ids(sample, kind, specials):
+    # tokenizers' WordPiece trainer alone numbers tokens in hash-map order: five trainings on these
+    # documents gave five different numberings of the same 1,000 tokens (tokenizers#1794).
+    vocabularies = {tuple(sorted(train_subword_tokenizer(sample[:60], kind, specials, vocab_size=1000).get_vocab().items())) for _ in range(4)}
+    assert len(vocabularies) == 1
+
+
+def test_canonical_numbering_keeps_the_segmentation(sample):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.train_from_iterator(sample[:60], trainers.WordPieceTrainer(vocab_size=1000, special_tokens=["[PAD]", "[UNK]"], show_progress=False))
+    trained = backend.get_vocab()
+    before = [encoding.tokens for encoding in backend.encode_batch(sample[60:80])]
+    _number_canonically(backend, num_special_tokens=2, unk_token="[UNK]")
+    assert [encoding.tokens for encoding in backend.encode_batch(sample[60:80])] == before
+    assert any(token.startswith("##") for tokens in before for token in tokens)  # words split into pieces, not whole words only
+    renumbered = backend.get_vocab()
+    assert set(renumbered) == set(trained) and sorted(renumbered.values()) == list(range(len(trained)))
+    assert [renumbered["[PAD]"], renumbered["[UNK]"]] == [0, 1]
+    by_id = sorted(renumbered, key=renumbered.__getitem__)
+    assert by_id[2:] == sorted(by_id[2:])
 
 
 def test_pair_templates_mark_segments():
