@@ -236,8 +236,8 @@ def test_bart_generate_restores_the_documents_it_has_learnt(tmp_path, corpus_doc
 
 
 def test_bert_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, corpus_documents):
-    """With the same tokenizer (WordPiece training is not deterministic across processes, so the
-    runs share a saved one; a resumed run takes the checkpoint's own)."""
+    """The runs share a saved tokenizer, so the comparison does not depend on the WordPiece trainer;
+    a resumed run without ``--tokenizer_name`` must take the checkpoint's own, not train another."""
     from hfssl.tokenization import train_subword_tokenizer
 
     train_subword_tokenizer(corpus_documents[:60], "wordpiece", "bert", vocab_size=1000).save_pretrained(tmp_path / "tokenizer")

@@ -64,9 +64,11 @@ def load_or_train_tokenizer(
     (``kind`` and ``special_tokens`` as :func:`hfssl.tokenization.train_subword_tokenizer`).
 
     A trained tokenizer is trained once, by the main process, and saved in ``--output_dir``, where
-    the other processes load it: ``tokenizers``' trainers are not deterministic from run to run
-    (WordPiece's vocabulary differed on the same text), so processes training their own could
-    disagree on the ids. For the same reason a resumed run takes the checkpoint's tokenizer."""
+    the other processes load it. Besides saving work, this keeps every process on the same ids:
+    WordPiece ids are renumbered canonically, but the trainer breaks ties between equally frequent
+    merges by ids it assigns in hash-map order (huggingface/tokenizers#1794), so on ties at the
+    vocabulary limit two trainings could keep different tokens. For the same reason a resumed run
+    takes the checkpoint's tokenizer."""
     source = resumed_checkpoint(training_args) or args.tokenizer_name or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
     if source is not None:
         return AutoTokenizer.from_pretrained(source)
