@@ -26,11 +26,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import datasets
 import transformers
 from transformers import TrainingArguments, set_seed
 
 from hfssl import METHODS
-from hfssl.data import TextDataArguments, load_text_datasets
+from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
@@ -71,7 +72,7 @@ def main(argv=None):
     model = build_language_model(METHODS["bart"], model_args, tokenizer, bart_args.max_seq_length)
     with training_args.main_process_first(desc="splitting sentences"):
         options = dict(tokenizer=tokenizer, max_seq_length=bart_args.max_seq_length, num_proc=model_args.preprocessing_num_workers)
-        train_examples = build_denoising_examples(data.train, **options)
+        train_examples = shuffle_stream(build_denoising_examples(data.train, **options), data_args.shuffle_buffer_size, training_args.seed)
         eval_examples = None if data.eval is None else build_denoising_examples(data.eval, **options)
     noise = dict(
         tokenizer=tokenizer, mask_ratio=bart_args.mask_ratio, poisson_lambda=bart_args.poisson_lambda, random_ratio=bart_args.random_ratio,
@@ -114,7 +115,8 @@ def main(argv=None):
 def reconstruct(model, tokenizer, collator, examples, count: int, max_length: int) -> list[dict[str, str]]:
     """Noise the first ``count`` examples, let the model reconstruct them greedily, and return
     ``{"noised", "reconstructed", "original", "exact_match"}`` rows (texts keep their special tokens)."""
-    batch = collator([examples[index] for index in range(min(count, len(examples)))])
+    first = examples.take(count) if isinstance(examples, datasets.IterableDataset) else examples.select(range(min(count, len(examples))))
+    batch = collator(list(first))
     model.eval()
     generated = model.generate(
         input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),

@@ -25,7 +25,7 @@ import transformers
 from transformers import TrainingArguments, set_seed
 
 from hfssl import METHODS
-from hfssl.data import TextDataArguments, load_text_datasets
+from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
@@ -80,6 +80,7 @@ def main(argv=None):
     )  # fmt: skip
     with training_args.main_process_first(desc="building next-sentence pairs"):
         train_pairs = build_nsp_examples(data.train, dupe_factor=bert_args.dupe_factor, seed=training_args.seed, **options)
+        train_pairs = shuffle_stream(train_pairs, data_args.shuffle_buffer_size, training_args.seed)
         eval_pairs = None if data.eval is None else build_nsp_examples(data.eval, seed=training_args.seed + 1, **options)
     collator = dict(tokenizer=tokenizer, mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask)
 

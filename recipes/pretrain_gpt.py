@@ -25,7 +25,7 @@ import transformers
 from transformers import DataCollatorForLanguageModeling, TrainingArguments, set_seed
 
 from hfssl import METHODS
-from hfssl.data import TextDataArguments, load_text_datasets
+from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
 from hfssl.training import parse_recipe_arguments
 from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
@@ -53,6 +53,7 @@ def main(argv=None):
     model = build_language_model(METHODS["gpt"], model_args, tokenizer, gpt_args.block_size)
     with training_args.main_process_first(desc="packing the documents"):
         train_blocks = pack_documents(data.train, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
+        train_blocks = shuffle_stream(train_blocks, data_args.shuffle_buffer_size, training_args.seed)
         eval_blocks = None if data.eval is None else pack_documents(data.eval, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
 
     trainer = LanguageModelTrainer(

@@ -167,6 +167,23 @@ def test_streaming_jsonl(shared_data):
     assert next(iter(data.eval))["text"]
 
 
+def test_streamed_training_examples_are_shuffled_each_epoch():
+    from hfssl.data import shuffle_stream
+
+    stream = datasets.Dataset.from_dict({"n": list(range(200))}).to_iterable_dataset()
+    shuffled = shuffle_stream(stream, buffer_size=50, seed=0)
+    first = [row["n"] for row in shuffled]
+    assert sorted(first) == list(range(200)) and first != list(range(200))
+    assert [row["n"] for row in shuffle_stream(stream, buffer_size=50, seed=0)] == first  # seeded
+    shuffled.set_epoch(1)  # what the Trainer calls at each epoch
+    assert [row["n"] for row in shuffled] != first
+    assert [row["n"] for row in shuffle_stream(stream, buffer_size=0, seed=0)] == list(range(200))
+    in_memory = datasets.Dataset.from_dict({"n": [0, 1, 2]})
+    assert shuffle_stream(in_memory, buffer_size=50, seed=0) is in_memory  # the Trainer's sampler shuffles it
+    with pytest.raises(ValueError, match="shuffle_buffer_size"):
+        shuffle_stream(stream, buffer_size=-1, seed=0)
+
+
 def test_validation_split_percentage(shared_data):
     args = dict(train_file=_corpus(shared_data, "validation"), validation_split_percentage=10)
     data = _load(**args)

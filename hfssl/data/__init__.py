@@ -1,6 +1,6 @@
 """Data resolvers and collators shared by the hfssl recipes."""
 
-from .text import TextDataArguments, TextDatasets, load_text_datasets
+from .text import TextDataArguments, TextDatasets, load_text_datasets, shuffle_stream
 from .vision import ImageCollator, VisionDataArguments, VisionDatasets, load_vision_datasets, read_idx
 
 __all__ = [
@@ -12,4 +12,5 @@ __all__ = [
     "load_text_datasets",
     "load_vision_datasets",
     "read_idx",
+    "shuffle_stream",
 ]

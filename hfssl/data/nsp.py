@@ -34,7 +34,8 @@ Where this differs from Google's script, and why:
   a batch holds a single non-empty document (a tiny dataset, or a last batch of one) there is no
   other document: chunks of two or more sentences then get their real continuation and a lone
   sentence makes no example (a "random" B from the same document could be the true next sentence).
-* Examples keep document order (Google shuffles them): the Trainer's sampler shuffles every epoch.
+* Examples keep document order (Google shuffles them): the Trainer's sampler shuffles every epoch
+  (a stream has no sampler: the recipes shuffle it through a buffer, ``--shuffle_buffer_size``).
 * ``dupe_factor`` (Google's default 10) defaults to 1: Google repeated documents to give each one
   several static masks; masks are dynamic here, so repeats only re-draw the A/B splits.
 * Literal special-token text in a document (``"[SEP]"``) is split like any other text

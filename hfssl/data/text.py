@@ -115,6 +115,11 @@ class TextDataArguments:
         metadata={"help": "Return `datasets.IterableDataset`s that read the data as it is consumed (nothing is "
                   "downloaded or converted ahead); --max_*_samples then take the first N rows, unshuffled."},
     )
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={"help": "With --streaming, training examples are shuffled through a buffer of this many examples "
+                  "(reshuffled every epoch; 0 = stream order). Without --streaming the Trainer's sampler shuffles."},
+    )
     max_train_samples: Optional[int] = field(
         default=None,
         metadata={"help": "Keep only this many train documents: the first N after a shuffle with --split_seed "
@@ -454,6 +459,19 @@ def _subsample(dataset: TextDataset, max_samples: Optional[int], seed: int) -> T
     if max_samples >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(max_samples))
+
+
+def shuffle_stream(examples: TextDataset, buffer_size: int, seed: int) -> TextDataset:
+    """A streamed training set shuffled through a buffer of ``buffer_size`` examples (the Trainer calls
+    ``set_epoch`` on it, which reshuffles each epoch); a ``Dataset`` or ``buffer_size=0`` unchanged.
+
+    A map-style dataset is shuffled by the Trainer's sampler, a stream by nothing: without this, BERT
+    pairs and BART examples arrive in document order, a batch full of one document's chunks."""
+    if buffer_size < 0:
+        raise ValueError(f"--shuffle_buffer_size must be >= 0 (got {buffer_size}); 0 keeps the stream's order.")
+    if not isinstance(examples, datasets.IterableDataset) or buffer_size == 0:
+        return examples
+    return examples.shuffle(seed=seed, buffer_size=buffer_size)
 
 
 def _describe(source: str, train: TextDataset, eval_dataset: Optional[TextDataset], held_out: bool) -> str:

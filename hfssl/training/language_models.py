@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
-
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..backbones import build_backbone_config, is_checkpoint
@@ -196,10 +196,23 @@ class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
         if not self.collate_in_training_step:
             return super().get_train_dataloader()
         collator, self.data_collator = self.data_collator, keep_examples
+        config = self.accelerator.dataloader_config
+        dispatch = config.dispatch_batches
+        if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
+            if dispatch:
+                raise ValueError(
+                    "accelerator_config.dispatch_batches=True cannot carry a streamed training set here: its batches are "
+                    "uncollated example lists (masks are drawn in the training step), and dispatching needs tensors. "
+                    "Leave dispatch_batches unset, or drop --streaming."
+                )
+            # accelerate dispatches batches of iterable datasets by default, which needs tensors; instead every
+            # process reads the stream and keeps its own share of it.
+            config.dispatch_batches = False
         try:
             return super().get_train_dataloader()
         finally:
             self.data_collator = collator
+            config.dispatch_batches = dispatch
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if isinstance(inputs, list):  # examples listed by keep_examples: collate (and draw masks) now
