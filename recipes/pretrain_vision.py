@@ -27,7 +27,7 @@ from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
 from hfssl.evaluation.frozen import frozen_feature_metrics
 from hfssl.models.builder import build_vision_ssl_model
 from hfssl.preprocessing import make_image_processor
-from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
+from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments, resumed_checkpoint
 from hfssl.training.model_card import training_summary, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -97,14 +97,14 @@ def main(argv=None):
         eval_transform=eval_transform,
         knn_train_dataset=knn_bank,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
 
-    metrics = final_evaluation(trainer, model, data, eval_transform, eval_args)
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # before the final evaluation, so that a failing one cannot cost the backbone
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), trainer.processing_class)
+    metrics = final_evaluation(trainer, model, data, eval_transform, eval_args)
     trainer.model_card_text = write_model_card(
         training_args.output_dir, model, model_args.method, data.description, training_summary(training_args), metrics,
         repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),

@@ -29,7 +29,7 @@ from hfssl.data import TextDataArguments, load_text_datasets
 from hfssl.data.text import iter_texts
 from hfssl.data.word2vec import SENTENCE_UNITS, SentenceCollator, SentenceDataset, encode_corpus
 from hfssl.tokenization import WORD_PATTERN, train_word_level_tokenizer
-from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments
+from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments, resumed_checkpoint
 from hfssl.training.model_card import training_summary, write_word2vec_model_card
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,9 @@ def main(argv=None):
         data_collator=SentenceCollator(),
         processing_class=tokenizer,
     )
-    start_epoch = resumed_epoch(training_args.resume_from_checkpoint)
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    checkpoint = resumed_checkpoint(training_args)
+    start_epoch = resumed_epoch(checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
     train_metrics = dict(train_result.metrics)
     # gensim's words/s: raw words (unknown ones included) of the epochs run, over the wall time
     train_metrics["words_per_second"] = corpus.num_raw_words * (trainer.state.epoch - start_epoch) / train_metrics["train_runtime"]

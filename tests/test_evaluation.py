@@ -161,6 +161,17 @@ def test_knn_and_linear_probe_on_digits_pixels(digits):
     assert single["linear_probe_C"] == 1.0 and single["linear_probe_accuracy"] > 0.94
 
 
+def test_linear_probe_with_a_class_too_rare_to_stratify_uses_the_middle_C(digits, caplog):
+    # 90 training digits: 10% is 9 held-out rows for 10 classes, so a stratified share cannot exist
+    # (sklearn raised, and with it the end of a pretraining run); the probe still fits and scores.
+    train_x, test_x, train_y, test_y = digits
+    few_x, few_y = flat_features(train_x[:90]), train_y[:90]
+    with caplog.at_level("WARNING", logger="hfssl.evaluation.linear_probe"):
+        result = linear_probe_accuracy(few_x, few_y, flat_features(test_x), test_y, C=(0.1, 1.0, 10.0))
+    assert result["linear_probe_C"] == 1.0 and "too few train rows" in caplog.text
+    assert result["linear_probe_accuracy"] > 0.7  # 90 digits still teach a linear classifier (chance 0.1)
+
+
 def test_knn_and_linear_probe_on_random_labels_are_near_chance(digits):
     train_x, test_x, _, _ = digits
     rng = np.random.default_rng(0)

@@ -66,6 +66,24 @@ def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
     assert results["eval_samples"] == 180  # every digits eval image counted once across the 2 processes
 
 
+def test_resume_from_checkpoint_true_continues_from_the_last_checkpoint(tmp_path):
+    """``--resume_from_checkpoint true`` (the Trainer's own convention) takes the last checkpoint in
+    --output_dir; the string "true" reached Trainer.train as a path before."""
+    output = tmp_path / "resumable"
+    arguments = lambda output: [  # noqa: E731
+        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET,
+        "--config_overrides", "projection_hidden_dim=32,projection_dim=16", "--image_size", "16", "--output_dir", str(output),
+        "--per_device_train_batch_size", "32", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1", "--final_protocols", "", *COMMON,
+    ]  # fmt: skip
+    pretrain_vision.main([*arguments(output), "--max_steps", "2"])
+    pretrain_vision.main([*arguments(output), "--max_steps", "4", "--resume_from_checkpoint", "true"])
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        pretrain_vision.main([*arguments(tmp_path / "empty"), "--max_steps", "2", "--resume_from_checkpoint", "true"])
+
+
 def test_launching_two_processes_without_use_cpu_is_an_error(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -46,7 +45,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from .linear_probe import VALIDATION_SHARE, _fit, _select_C
+from .linear_probe import _fit, choose_C
 from .metric_modules import _to_numpy, compute_accuracy, load_metric
 
 logger = logging.getLogger(__name__)
@@ -276,14 +275,6 @@ class ClassificationResult:
 # ----------------------------------------------------------------------------- linear probe
 
 
-def _can_hold_out_stratified(labels: np.ndarray) -> bool:
-    """Whether sklearn can hold out a stratified ``VALIDATION_SHARE`` of ``labels``: every class twice
-    or more, and at least one row per class on both sides."""
-    counts = Counter(labels.tolist())
-    held_out = math.ceil(VALIDATION_SHARE * len(labels))
-    return min(counts.values()) >= 2 and len(counts) <= held_out <= len(labels) - len(counts)
-
-
 def linear_probe_predictions(
     train_features, train_labels, eval_features, C: float | Sequence[float] = (0.1, 1.0, 10.0), max_iter: int = 100, seed: int = 0
 ) -> tuple[np.ndarray, float]:
@@ -295,13 +286,7 @@ def linear_probe_predictions(
     """
     train_x, train_y = _to_numpy(train_features).astype(np.float32), _to_numpy(train_labels)
     Cs = [float(c) for c in np.atleast_1d(C)]
-    if len(Cs) == 1:
-        chosen_C = Cs[0]
-    elif _can_hold_out_stratified(train_y):
-        chosen_C = _select_C(train_x, train_y, Cs, max_iter, seed)
-    else:
-        chosen_C = Cs[len(Cs) // 2]
-        logger.warning("A class has too few train rows to hold out a stratified share for choosing C; using C=%g.", chosen_C)
+    chosen_C = choose_C(train_x, train_y, Cs, max_iter, seed)
     model = _fit(train_x, train_y, chosen_C, max_iter)
     return model.predict(_to_numpy(eval_features).astype(np.float32)), chosen_C
 

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 
 @dataclass
@@ -59,3 +60,16 @@ def parse_recipe_arguments(dataclass_types: tuple, argv: list[str] | None = None
     if argv is None and len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         return parser.parse_json_file(os.path.abspath(sys.argv[1]))
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def resumed_checkpoint(training_args: TrainingArguments) -> str | None:
+    """The checkpoint directory ``--resume_from_checkpoint`` names (a path, or true: the last one in ``--output_dir``)."""
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None or str(checkpoint).lower() in ("false", ""):
+        return None
+    if str(checkpoint).lower() == "true":
+        last = get_last_checkpoint(training_args.output_dir)
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint true, but {training_args.output_dir} holds no checkpoint-* folder.")
+        return last
+    return checkpoint

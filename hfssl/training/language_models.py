@@ -16,11 +16,11 @@ from typing import Optional
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..backbones import build_backbone_config, is_checkpoint
 from ..data.text import TextDataset, iter_texts
 from ..tokenization import train_subword_tokenizer
+from .arguments import resumed_checkpoint
 from .model_card import HfsslModelCardMixin
 
 logger = logging.getLogger(__name__)
@@ -80,19 +80,6 @@ def load_or_train_tokenizer(
         else:
             tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
     return tokenizer
-
-
-def resumed_checkpoint(training_args: TrainingArguments) -> str | None:
-    """The checkpoint directory ``--resume_from_checkpoint`` names (a path, or true: the last one in ``--output_dir``)."""
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None or str(checkpoint).lower() in ("false", ""):
-        return None
-    if str(checkpoint).lower() == "true":
-        last = get_last_checkpoint(training_args.output_dir)
-        if last is None:
-            raise ValueError(f"--resume_from_checkpoint true, but {training_args.output_dir} holds no checkpoint-* folder.")
-        return last
-    return checkpoint
 
 
 def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
