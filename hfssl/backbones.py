@@ -11,7 +11,9 @@ Pooled features, shape (B, D), follow one documented rule (``pooling``):
 * ``"pooler"``: the model's ``pooler_output``, flattened (ResNet's global average pool,
   ConvNeXt's pooled-and-normed features, Swin's average pool).
 * ``"auto"`` (default): ``"cls"`` for model types with a CLS token (:data:`CLS_TOKEN_MODEL_TYPES`),
-  else ``"pooler"`` when the model returns a ``pooler_output``, else ``"mean"``.
+  else ``"pooler"`` when the model returns a ``pooler_output``, else ``"mean"``. BEiT and
+  data2vec-vision with ``use_mean_pooling`` (their default) take ``"pooler"``: their final layer
+  norm then sits in the pooler (mean of the patch tokens, normed), and the CLS token is not normed.
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ def resolve_pooling(config: PreTrainedConfig, pooling: str) -> str:
         raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {pooling!r}.")
     if pooling != "auto":
         return pooling
-    return "cls" if config.model_type in CLS_TOKEN_MODEL_TYPES else "pooler"
+    if config.model_type in CLS_TOKEN_MODEL_TYPES and not getattr(config, "use_mean_pooling", False):
+        return "cls"
+    return "pooler"
 
 
 def pooled_features(backbone: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "auto") -> torch.Tensor:

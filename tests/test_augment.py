@@ -69,14 +69,18 @@ def test_simclr_recipe_scales_with_image_size():
     assert simclr_recipe(224, color_jitter_strength=0.5).brightness == pytest.approx(0.4)
 
 
-def test_eval_transform_matches_saved_image_processor():
+@pytest.mark.parametrize("num_channels", [3, 1])
+def test_eval_transform_matches_saved_image_processor(num_channels):
     import numpy as np
     from PIL import Image
 
-    array = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    processor = make_image_processor(16, num_channels=3)
+    # a one-channel checkpoint's processor takes greyscale ("L") images, as README says
+    array = np.random.default_rng(0).integers(0, 256, (16, 16, 3)[:3 if num_channels == 3 else 2], dtype=np.uint8)
+    processor = make_image_processor(16, num_channels=num_channels)
     expected = processor(images=[Image.fromarray(array)], return_tensors="pt")["pixel_values"]
-    actual = EvalTransform(16, num_channels=3)(torch.from_numpy(array).permute(2, 0, 1)[None])
+    images = torch.from_numpy(array).permute(2, 0, 1)[None] if num_channels == 3 else torch.from_numpy(array)[None, None]
+    actual = EvalTransform(16, num_channels=num_channels)(images)
+    assert actual.shape == expected.shape == (1, num_channels, 16, 16)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
 
 

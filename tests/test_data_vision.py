@@ -316,6 +316,24 @@ def test_hub_without_an_image_column_candidate(fake_hub):
         load_vision_datasets(VisionDataArguments(dataset_name="someone/pictures", image_column_name="photo"))
 
 
+def test_unlabelled_split_with_minus_one_labels_is_refused(monkeypatch):
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    encoded = []
+    for seed in range(4):
+        buffer = io.BytesIO()
+        Image.fromarray(_rgb((4, 4), seed)).save(buffer, format="PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": f"{seed}.png"})
+    splits = {
+        "train": datasets.Dataset.from_dict({"image": encoded, "label": [0, 1, 0, 1]}, features=features),
+        "test": datasets.Dataset.from_dict({"image": encoded, "label": [-1] * 4}, features=features),  # labels withheld
+    }
+    monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name, config_name=None, **kwargs: list(splits))
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config_name=None, split=None, **kwargs: splits[split])
+    with pytest.raises(ValueError, match=r"eval split has negative labels.*--eval_split"):
+        load_vision_datasets(VisionDataArguments(dataset_name="someone/contest"))
+    assert len(load_vision_datasets(VisionDataArguments(dataset_name="someone/contest", eval_split="train")).eval) == 4
+
+
 def test_hub_string_label_column_by_name(fake_hub):
     loaded = load_vision_datasets(VisionDataArguments(dataset_name="someone/pictures", label_column_name="note"))
     assert loaded.label_names == ["n"] and {row["label"] for row in loaded.train} == {0}

@@ -116,6 +116,19 @@ def test_vit_pooling_rules_and_interpolation():
     assert model.get_image_features(torch.randn(2, 3, 24, 24)).shape == (2, 32)  # position embeddings interpolated
 
 
+def test_auto_pooling_of_beit_follows_its_mean_pooling_setting():
+    # BEiT with use_mean_pooling (its default) has no final layer norm on the CLS token: the norm sits
+    # in the pooler, which averages the patch tokens; "auto" must take that pooler, not the raw CLS.
+    overrides = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,image_size=16,patch_size=8"
+    for use_mean_pooling, rule in ((True, "pooler"), (False, "cls")):
+        model = build_vision_ssl_model(hfssl.METHODS["simclr"], "beit", f"{overrides},use_mean_pooling={use_mean_pooling}").eval()
+        x = torch.randn(2, 3, 16, 16)
+        outputs = model.backbone(pixel_values=x)
+        expected = outputs.pooler_output if rule == "pooler" else outputs.last_hidden_state[:, 0]
+        torch.testing.assert_close(model.get_image_features(x), expected)
+        assert (model.backbone.pooler is not None) == (rule == "pooler")
+
+
 def test_bad_configs_get_clear_errors():
     with pytest.raises(ValueError, match="no attribute 'hiden_size'"):
         build_backbone_config("vit", "hiden_size=64")

@@ -152,6 +152,8 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
     if eval_dataset is not None:
         eval_dataset = _standardize_columns(eval_dataset, image_column, label_column, "eval")
     train, eval_dataset, label_names = _encode_labels(train, eval_dataset)
+    _check_no_missing_labels(train, "train")
+    _check_no_missing_labels(eval_dataset, "eval")
     held_out = eval_dataset is None and args.validation_split_percentage > 0
     if held_out:
         _require_rows(train, "train", "")
@@ -432,6 +434,20 @@ def _encode_labels(
         f"The label column has type {feature}; expected class ids (int or ClassLabel) or class-name strings. "
         "Pass --label_column_name with another column."
     )
+
+
+def _check_no_missing_labels(dataset: Optional[datasets.Dataset], split: str) -> None:
+    """Refuse negative class ids: Hub datasets mark a missing label -1 (e.g. unlabelled test splits),
+    which would make kNN and linear-probe accuracy silently wrong, or index out of range."""
+    if dataset is None or "label" not in dataset.column_names:
+        return
+    missing = sum(1 for label in dataset.unique("label") if label is not None and label < 0)
+    if missing:
+        raise ValueError(
+            f"The {split} split has negative labels (missing labels are stored as -1, as in unlabelled Hub test splits). "
+            "Evaluate on a labelled split (--eval_split, or --validation_split_percentage to hold out labelled train "
+            "images), or pass --label_column_name naming a complete label column."
+        )
 
 
 def _strings_to_class_label(

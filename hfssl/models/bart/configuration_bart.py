@@ -11,7 +11,7 @@ from ..language import LanguageSSLConfig
 class BartPretrainingConfig(LanguageSSLConfig):
     """Configuration of :class:`~hfssl.models.bart.BartPretrainingModel`: denoising
     sequence-to-sequence pretraining (text infilling and sentence permutation, applied by the
-    collator :class:`hfssl.data.denoising.DenoisingCollator`).
+    collator :class:`hfssl.data.denoising.DataCollatorForBartDenoising`).
 
     Lewis et al. 2020, "BART: Denoising Sequence-to-Sequence Pre-training for Natural Language
     Generation, Translation, and Comprehension".

@@ -1,7 +1,7 @@
 """BART: an encoder-decoder trained to reconstruct the original text from its noised version.
 
 The noising (text infilling with Poisson span lengths, sentence permutation, optional document
-rotation) happens in the collator, :class:`hfssl.data.denoising.DenoisingCollator`; the model is
+rotation) happens in the collator, :class:`hfssl.data.denoising.DataCollatorForBartDenoising`; the model is
 the stock ``BartForConditionalGeneration`` (any ``AutoModelForSeq2SeqLM``) with its own
 cross-entropy over the original tokens. :meth:`BartPretrainingModel.generate` reconstructs text
 with transformers' generation; the encoder is what downstream tasks use.
