@@ -27,7 +27,7 @@ from transformers import TrainingArguments, set_seed
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.masking import DataCollatorForBertPretraining
-from hfssl.data.nsp import build_nsp_examples
+from hfssl.data.nsp import build_nsp_examples, check_nsp_pairs
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
 from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
@@ -82,6 +82,9 @@ def main(argv=None):
         train_pairs = build_nsp_examples(data.train, dupe_factor=bert_args.dupe_factor, seed=training_args.seed, **options)
         train_pairs = shuffle_stream(train_pairs, data_args.shuffle_buffer_size, training_args.seed)
         eval_pairs = None if data.eval is None else build_nsp_examples(data.eval, seed=training_args.seed + 1, **options)
+    for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
+        if pairs is not None:
+            check_nsp_pairs(pairs, split, labels_used=bert_args.next_sentence_prediction)
     collator = dict(tokenizer=tokenizer, mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask)
 
     trainer = LanguageModelTrainer(

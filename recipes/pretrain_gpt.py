@@ -9,8 +9,8 @@ Trains a byte-level BPE tokenizer on the training text (or takes --tokenizer_nam
 documents into blocks of --block_size tokens with an end-of-text token between documents, and
 trains the decoder (GPT-2 by default, any ``AutoModelForCausalLM`` type via --backbone) with the
 next-token loss on real tokens. Writes to --output_dir: the model and tokenizer, ``backbone/`` (the
-plain transformers causal LM with its tokenizer), ``all_results.json`` (``eval_loss``,
-``perplexity`` on the validation text), ``generated.txt`` (a greedy continuation of
+plain transformers causal LM with its tokenizer), ``all_results.json`` (``eval_loss``;
+``eval_nll_per_token`` and ``perplexity`` over every predicted validation token), ``generated.txt`` (a greedy continuation of
 --generation_prompt) and a model card; ``--push_to_hub`` pushes it.
 """
 
@@ -21,6 +21,8 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+import torch
 import transformers
 from transformers import DataCollatorForLanguageModeling, TrainingArguments, set_seed
 
@@ -63,6 +65,8 @@ def main(argv=None):
         eval_dataset=eval_blocks,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
+        preprocess_logits_for_metrics=summed_token_nll,
+        compute_metrics=nll_per_token,
     )
     metrics = train_and_evaluate(trainer, training_args, eval_blocks is not None, perplexity)
     sample = generate_sample(model, tokenizer, gpt_args.generation_prompt, gpt_args.generation_max_new_tokens)
@@ -79,9 +83,28 @@ def main(argv=None):
     return metrics
 
 
+def summed_token_nll(logits, labels: torch.Tensor) -> torch.Tensor:
+    """(B, 2) per block: the summed negative log-likelihood of its predicted tokens (labels[:, 1:]
+    other than -100) and their number. Reduces the (B, L, V) logits as they are produced."""
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    targets = labels[:, 1:]
+    real = targets != -100
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return torch.stack([(nll * real).sum(dim=1), real.sum(dim=1).float()], dim=1)
+
+
+def nll_per_token(eval_prediction) -> dict[str, float]:
+    """The mean negative log-likelihood over every predicted validation token.
+
+    The Trainer's ``eval_loss`` averages each batch's mean weighted by its number of blocks, so the
+    short last block of a packing batch counts as much as a full one; this does not."""
+    rows = np.asarray(eval_prediction.predictions, dtype=np.float64)
+    return {"nll_per_token": float(rows[:, 0].sum() / rows[:, 1].sum())}
+
+
 def perplexity(metrics: dict) -> dict:
-    """exp of the validation loss (the mean negative log-likelihood per predicted token)."""
-    return {"perplexity": math.exp(metrics["eval_loss"]) if metrics["eval_loss"] < 700 else float("inf")}
+    """exp of the mean negative log-likelihood per predicted token."""
+    return {"perplexity": math.exp(metrics["eval_nll_per_token"]) if metrics["eval_nll_per_token"] < 700 else float("inf")}
 
 
 def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:

@@ -15,6 +15,7 @@ from hfssl.data.nsp import (
     NSP_FEATURES,
     Segment,
     build_nsp_examples,
+    check_nsp_pairs,
     create_instances_from_document,
     tokenize_documents,
     truncate_seq_pair,
@@ -232,6 +233,25 @@ def test_empty_and_one_sentence_documents(documents, tokenizer):
     mixed = build(["", lone_sentences[0], *documents[:5], "   "], dupe_factor=3)
     lone_ids = tokenizer(lone_sentences[0], add_special_tokens=False)["input_ids"]
     assert [example["next_sentence_label"] for example in mixed if _segments(example)[0] == lone_ids] == [1, 1, 1]
+
+
+def test_degenerate_pair_sets_are_refused_or_flagged(documents, tokenizer, examples, caplog):
+    def build(texts):
+        return build_nsp_examples(datasets.Dataset.from_dict({"text": texts}), tokenizer, MAX_SEQ_LENGTH, seed=0)
+
+    with pytest.raises(ValueError, match="eval text made no BERT examples.*one single-sentence document"):
+        check_nsp_pairs(build(["A lonely sentence."]), "eval")
+    with caplog.at_level("WARNING", logger="hfssl.data.nsp"):
+        check_nsp_pairs(examples, "train")  # balanced: silent
+        assert caplog.text == ""
+        check_nsp_pairs(build(["One sentence.", "Another one.", "A third."] * 4), "train")  # one sentence per document
+        assert "100% of the train next-sentence pairs are random" in caplog.text and "--txt_sample_by paragraph" in caplog.text
+        caplog.clear()
+        check_nsp_pairs(build([documents[0]]), "eval")  # no other document for a random B
+        assert "100% of the eval next-sentence pairs are real continuations" in caplog.text
+        caplog.clear()
+        check_nsp_pairs(build([documents[0]]), "eval", labels_used=False)  # masked LM only: labels do not matter
+        assert caplog.text == ""
 
 
 def test_special_token_text_is_not_a_separator(tokenizer):

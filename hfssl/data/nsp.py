@@ -59,6 +59,7 @@ Output columns, one row per example, lengths ``L <= max_seq_length``:
 from __future__ import annotations
 
 import bisect
+import logging
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -68,6 +69,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .sentences import segment_sentences
 from .text import TEXT_COLUMN, TextDataset
+
+logger = logging.getLogger(__name__)
 
 IS_NEXT = 0
 IS_RANDOM_NEXT = 1
@@ -149,6 +152,35 @@ def build_nsp_examples(
     if len(dataset) == 0:  # map would not run, and would return no columns
         return datasets.Dataset.from_dict({name: [] for name in NSP_FEATURES}, features=NSP_FEATURES)
     return dataset.map(**map_options, num_proc=num_proc, desc="Building next-sentence pairs")
+
+
+def check_nsp_pairs(pairs: TextDataset, split: str, labels_used: bool = True, one_sided: float = 0.9) -> None:
+    """Refuse a split that made no pairs; with ``labels_used``, warn when more than ``one_sided`` of
+    its pairs share one label, which leaves next-sentence prediction nothing to learn or measure.
+    A stream is not checked (that would read it through)."""
+    if isinstance(pairs, datasets.IterableDataset):
+        return
+    if len(pairs) == 0:
+        raise ValueError(
+            f"The {split} text made no BERT examples: its documents are empty, or it is one single-sentence document "
+            f"(a lone sentence takes its B from another document). Pass more {split} text."
+        )
+    if not labels_used:
+        return
+    random_share = sum(label == IS_RANDOM_NEXT for label in pairs["next_sentence_label"]) / len(pairs)
+    if random_share > one_sided:
+        logger.warning(
+            "%.0f%% of the %s next-sentence pairs are random: most documents are a single sentence, so B can rarely be A's "
+            "continuation. For .txt files with one sentence per line and blank lines between documents pass "
+            "--txt_sample_by paragraph; for texts that are single sentences, --next_sentence_prediction false.",
+            100 * random_share, split,
+        )  # fmt: skip
+    elif random_share < 1 - one_sided:
+        logger.warning(
+            "%.0f%% of the %s next-sentence pairs are real continuations: a random B needs another document, and the "
+            "documents are too few (a batch of one document has none to draw from). Pass more documents.",
+            100 * (1 - random_share), split,
+        )  # fmt: skip
 
 
 def _check_dataset(dataset: TextDataset) -> None:
