@@ -48,6 +48,12 @@ class BartArguments:
     poisson_lambda: float = field(default=3.5, metadata={"help": "Mean span length of text infilling, in words (BART: 3.5)."})
     random_ratio: float = field(default=0.1, metadata={"help": "Share of the masks replaced by a random token instead."})
     permute_sentences: float = field(default=1.0, metadata={"help": "Share of each example's sentences shuffled (BART: 1.0)."})
+    sentence_separator: str = field(
+        default="none",
+        metadata={"help": "Token appended to every sentence, which travels with it when sentences are permuted: 'none' "
+                  "(boundaries come from the sentence splitter and stay out of the text, as in the BART paper's plain "
+                  "input), 'eos' (</s>, as fairseq does for mBART), or any token of the tokenizer."},
+    )
     rotate_ratio: float = field(default=0.0, metadata={"help": "Probability of rotating a document (BART's final recipe: 0)."})
     num_reconstructions: int = field(default=4, metadata={"help": "Validation examples reconstructed with generate() for reconstructions.json."})
 
@@ -71,7 +77,10 @@ def main(argv=None):
     tokenizer = build_tokenizer(model_args, training_args, data.train, "byte_level_bpe", "bart")
     model = build_language_model(METHODS["bart"], model_args, tokenizer, bart_args.max_seq_length)
     with training_args.main_process_first(desc="splitting sentences"):
-        options = dict(tokenizer=tokenizer, max_seq_length=bart_args.max_seq_length, num_proc=model_args.preprocessing_num_workers)
+        options = dict(
+            tokenizer=tokenizer, max_seq_length=bart_args.max_seq_length, num_proc=model_args.preprocessing_num_workers,
+            sentence_separator_id=separator_id(tokenizer, bart_args.sentence_separator),
+        )  # fmt: skip
         train_examples = shuffle_stream(build_denoising_examples(data.train, **options), data_args.shuffle_buffer_size, training_args.seed)
         eval_examples = None if data.eval is None else build_denoising_examples(data.eval, **options)
     noise = dict(
@@ -110,6 +119,17 @@ def main(argv=None):
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
     return metrics
+
+
+def separator_id(tokenizer, separator: str) -> int | None:
+    """The id of ``--sentence_separator`` ('none', 'eos' or a token of the tokenizer)."""
+    if separator == "none":
+        return None
+    token = tokenizer.eos_token if separator == "eos" else separator
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"--sentence_separator {separator!r} is not a token of the tokenizer; pass 'none', 'eos' or one of its tokens.")
+    return token_id
 
 
 def reconstruct(model, tokenizer, collator, examples, count: int, max_length: int) -> list[dict[str, str]]:

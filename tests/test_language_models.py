@@ -207,6 +207,24 @@ def test_bart_pretraining_on_the_corpus_lowers_validation_loss_and_reconstructs(
     assert (output / "backbone" / "tokenizer.json").exists()
 
 
+def test_bart_sentence_separator_option(tmp_path, shared_data):
+    arguments = lambda output, separator: _corpus_arguments(  # noqa: E731
+        shared_data, output, BART_OVERRIDES, "--max_train_samples", "20", "--max_eval_samples", "3", "--max_steps", "1",
+        "--save_strategy", "no", "--sentence_separator", separator,
+    )  # fmt: skip
+    originals = {}
+    for separator in ("none", "eos"):
+        pretrain_bart.main(arguments(tmp_path / separator, separator))
+        originals[separator] = [row["original"] for row in json.loads((tmp_path / separator / "reconstructions.json").read_text())]
+    # a sentence that fits ends with its separator, then the example's </s> (pieces of a sentence cut to
+    # --max_seq_length do not end a sentence and carry none)
+    assert not any(text.endswith("</s></s>") for text in originals["none"])
+    assert any(text.endswith(".</s></s>") for text in originals["eos"])
+    assert [text.count("</s>") for text in originals["none"]] == [1] * len(originals["none"])
+    with pytest.raises(ValueError, match="not a token of the tokenizer"):
+        pretrain_bart.main(arguments(tmp_path / "bad", "<sentence>"))
+
+
 def test_bart_generate_restores_the_documents_it_has_learnt(tmp_path, corpus_documents):
     """Greedy ``generate`` on freshly noised inputs (masked spans, permuted sentences) returns the
     original text once the model knows it: decoder start, BOS/EOS and label alignment agree between
