@@ -135,6 +135,8 @@ def test_pretraining_on_the_corpus_lowers_validation_loss(tmp_path, shared_data)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(output)
+    GPTModel.from_pretrained(output).export_backbone(tmp_path / "exported")  # a loaded checkpoint exports its tokenizer too
+    assert AutoTokenizer.from_pretrained(tmp_path / "exported").get_vocab() == tokenizer.get_vocab()
     validation = load_text_datasets(TextDataArguments(validation_file=str(shared_data / "corpus" / "validation.jsonl.gz"),
                                                       train_file=str(shared_data / "corpus" / "train.jsonl.gz"), max_eval_samples=30)).eval
     blocks = pack_documents(validation, tokenizer, block_size=64)

@@ -110,3 +110,6 @@ def test_evaluate_recipe_on_an_exported_backbone_with_all_protocols(tmp_path):
     assert metrics["linear_probe_accuracy"] > 0.5 and metrics["finetune_accuracy"] > 0.3  # digits, chance is 0.1
     written = json.loads((tmp_path / "eval" / "all_results.json").read_text())
     assert written["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
+    # export_backbone on a loaded checkpoint (README's snippet) takes the checkpoint's image processor along
+    AutoModel.from_pretrained(output).export_backbone(tmp_path / "exported")
+    assert AutoImageProcessor.from_pretrained(tmp_path / "exported").to_dict() == AutoImageProcessor.from_pretrained(output).to_dict()

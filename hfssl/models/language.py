@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
+
+from .export import saved_preprocessor
 
 
 class LanguageSSLConfig(PreTrainedConfig):
@@ -52,9 +54,12 @@ class LanguageSSLPreTrainedModel(PreTrainedModel):
         self.backbone.set_input_embeddings(value)
 
     def export_backbone(self, save_directory: str | os.PathLike, tokenizer=None) -> None:
-        """Write the backbone alone (with ``tokenizer`` beside it, when given) as a plain
-        transformers checkpoint that the transformers auto classes load without hfssl."""
+        """Write the backbone alone as a plain transformers checkpoint that the transformers auto
+        classes load without hfssl, with ``tokenizer`` beside it (by default, the one saved in the
+        checkpoint directory this model was loaded from)."""
         self.backbone.save_pretrained(save_directory)
+        if tokenizer is None:
+            tokenizer = saved_preprocessor(self, AutoTokenizer)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 
 import torch
-from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 
 from ..backbones import backbone_feature_dim, build_backbone, pooled_features, resolve_pooling
+from .export import saved_preprocessor
 
 
 class VisionSSLConfig(PreTrainedConfig):
@@ -54,10 +55,13 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
         return pooled_features(self.backbone, pixel_values, self.config.pooling)
 
     def export_backbone(self, save_directory: str | os.PathLike, image_processor=None) -> None:
-        """Write the backbone alone (with ``image_processor`` beside it, when given) as a plain
-        transformers checkpoint: ``transformers.AutoModel.from_pretrained(save_directory)`` loads
-        it in a process that never imported hfssl."""
+        """Write the backbone alone as a plain transformers checkpoint, with ``image_processor``
+        beside it (by default, the one saved in the checkpoint directory this model was loaded from):
+        ``transformers.AutoModel.from_pretrained(save_directory)`` loads it in a process that never
+        imported hfssl."""
         self.backbone.save_pretrained(save_directory)
+        if image_processor is None:
+            image_processor = saved_preprocessor(self, AutoImageProcessor)
         if image_processor is not None:
             image_processor.save_pretrained(save_directory)
 
