@@ -105,6 +105,9 @@ def test_evaluation_reports_loss_and_knn_accuracy(tmp_path, digits):
     metrics = trainer.evaluate()
     assert metrics["eval_loss"] > 0
     assert 0.1 < metrics["eval_knn_accuracy"] <= 1.0  # digits: even random features beat chance (0.1)
+    # kNN's loaders are prepared once (accelerate keeps every prepared loader) and give the same figure again
+    assert trainer.feature_dataloader(digits.eval) is trainer.feature_dataloader(digits.eval)
+    assert trainer.evaluate()["eval_knn_accuracy"] == metrics["eval_knn_accuracy"]
 
 
 def test_weight_decay_groups_exclude_norms_and_biases(tmp_path, digits):

@@ -116,7 +116,11 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
 
     def feature_dataloader(self, dataset) -> DataLoader:
         """An in-order loader over every row of ``dataset`` (never drops the last batch), sharded
-        over processes, for feature extraction."""
+        over processes, for feature extraction. Made once per dataset: ``accelerator.prepare``
+        keeps every loader it prepares, so a new one at each evaluation would pile up."""
+        cache = self.__dict__.setdefault("_feature_dataloaders", {})
+        if id(dataset) in cache and cache[id(dataset)][0] is dataset:
+            return cache[id(dataset)][1]
         loader = DataLoader(
             dataset,
             batch_size=self.args.per_device_eval_batch_size,
@@ -124,7 +128,8 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
-        return self.accelerator.prepare(loader)
+        cache[id(dataset)] = (dataset, self.accelerator.prepare(loader))
+        return cache[id(dataset)][1]
 
     @torch.no_grad()
     def knn_accuracy(self, eval_dataset) -> float:
