@@ -140,6 +140,15 @@ def test_lars_trust_ratio_and_exclusion():
     torch.testing.assert_close(bias.detach(), torch.tensor([-1.0]))  # plain SGD
 
 
+def test_lars_with_an_adamw_scale_learning_rate_is_flagged(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hfssl.training.arguments"):
+        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1.2, use_cpu=True, report_to="none")
+        assert caplog.text == ""
+        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1e-3, per_device_train_batch_size=512,
+                             use_cpu=True, report_to="none")  # fmt: skip
+    assert "SimCLR-scale rates" in caplog.text and "0.60 for a global batch of 512" in caplog.text
+
+
 def test_lars_is_used_when_asked(tmp_path, digits):
     trainer = make_trainer(tmp_path, digits, use_lars=True, weight_decay=1e-4, save_strategy="no", max_steps=1)
     trainer.train()

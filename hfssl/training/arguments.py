@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +44,21 @@ class SSLTrainingArguments(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         refuse_unconnected_processes(self)
+        if self.use_lars:
+            warn_about_lars_settings(self)
+
+
+def warn_about_lars_settings(args: SSLTrainingArguments) -> None:
+    """LARS scales each layer's step to ``lars_eta * ||w|| / ||g + wd * w||`` times the learning rate,
+    so it wants SimCLR-scale learning rates (Chen et al. 2020: 0.3 x batch / 256, e.g. 4.8 at 4096);
+    an AdamW-scale rate barely moves the weights. Warns, changes nothing."""
+    if args.learning_rate < 0.1:
+        logger.warning(
+            "--use_lars with --learning_rate %g: LARS takes SimCLR-scale rates (0.3 x batch / 256, e.g. %.2f for a global "
+            "batch of %d); this one barely moves the weights.",
+            args.learning_rate, 0.3 * args.per_device_train_batch_size * args.world_size / 256,
+            args.per_device_train_batch_size * args.world_size,
+        )  # fmt: skip
 
 
 def refuse_unconnected_processes(args: TrainingArguments) -> None:
