@@ -5,7 +5,8 @@ Subword (language models), trained on the dataset with :func:`train_subword_toke
 * ``"wordpiece"`` (BERT): BERT's normaliser (lower-casing and accent stripping optional), its
   pre-tokeniser, ``[CLS] A [SEP] B [SEP]`` templates with ``token_type_ids`` 0 then 1, and
   ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``/``[MASK]`` (Devlin et al. 2019). Ids are renumbered
-  canonically after training (see :func:`_number_canonically`), so the same text gives the same ids;
+  canonically after training (see :func:`_number_canonically`), so the same tokens get the same
+  ids from run to run (the token set itself can still differ when merges tie at the vocabulary limit);
 * ``"byte_level_bpe"`` (GPT, BART): byte-level BPE (Radford et al. 2019), so no text is unknown.
   For ``special_tokens="gpt"`` the one special token ``<|endoftext|>`` separates documents
   (bos = eos = unk = it, and ``<pad>`` pads); for ``"bart"``, ``<s>``/``<pad>``/``</s>``/``<unk>``/
@@ -138,7 +139,10 @@ def _number_canonically(backend: Tokenizer, num_special_tokens: int, unk_token: 
     ``tokenizers``' WordPiece trainer numbers the ``##``-continuation tokens in hash-map order, which
     changes from run to run (huggingface/tokenizers#1794): the same text gave the same tokens under
     different ids, so the same seed initialised different embeddings. WordPiece encodes by longest
-    match on the set of tokens, so renumbering changes no segmentation, only the ids."""
+    match on the set of tokens, so renumbering changes no segmentation, only the ids. The trainer
+    also breaks ties between equally frequent merges by those ids, so on some texts the token set
+    itself differs between runs (6 trainings on random-word text gave 1 to 6 distinct token sets,
+    depending on the vocabulary size); renumbering cannot fix that, only an upstream fix can."""
     vocab = backend.get_vocab(with_added_tokens=False)
     specials = sorted((token for token, index in vocab.items() if index < num_special_tokens), key=vocab.__getitem__)
     others = sorted(token for token, index in vocab.items() if index >= num_special_tokens)

@@ -58,6 +58,8 @@ def main(argv=None):
         train_blocks = shuffle_stream(train_blocks, data_args.shuffle_buffer_size, training_args.seed)
         eval_blocks = None if data.eval is None else pack_documents(data.eval, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
 
+    # --prediction_loss_only and --batch_eval_metrics leave no room for the per-token sums: perplexity then comes from eval_loss
+    exact = not (training_args.prediction_loss_only or training_args.batch_eval_metrics)
     trainer = LanguageModelTrainer(
         model=model,
         args=training_args,
@@ -65,8 +67,8 @@ def main(argv=None):
         eval_dataset=eval_blocks,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
         processing_class=tokenizer,
-        preprocess_logits_for_metrics=summed_token_nll,
-        compute_metrics=nll_per_token,
+        preprocess_logits_for_metrics=summed_token_nll if exact else None,
+        compute_metrics=nll_per_token if exact else None,
     )
     metrics = train_and_evaluate(trainer, training_args, eval_blocks is not None, perplexity)
     sample = generate_sample(model, tokenizer, gpt_args.generation_prompt, gpt_args.generation_max_new_tokens)
@@ -103,8 +105,9 @@ def nll_per_token(eval_prediction) -> dict[str, float]:
 
 
 def perplexity(metrics: dict) -> dict:
-    """exp of the mean negative log-likelihood per predicted token."""
-    return {"perplexity": math.exp(metrics["eval_nll_per_token"]) if metrics["eval_nll_per_token"] < 700 else float("inf")}
+    """exp of the mean negative log-likelihood per predicted token (of ``eval_loss`` without it)."""
+    nll = metrics.get("eval_nll_per_token", metrics["eval_loss"])
+    return {"perplexity": math.exp(nll) if nll < 700 else float("inf")}
 
 
 def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:

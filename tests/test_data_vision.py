@@ -316,7 +316,7 @@ def test_hub_without_an_image_column_candidate(fake_hub):
         load_vision_datasets(VisionDataArguments(dataset_name="someone/pictures", image_column_name="photo"))
 
 
-def test_unlabelled_split_with_minus_one_labels_is_refused(monkeypatch):
+def test_missing_labels_are_refused_for_evaluation_and_dropped_for_pretraining(monkeypatch, caplog):
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
     encoded = []
     for seed in range(4):
@@ -326,12 +326,17 @@ def test_unlabelled_split_with_minus_one_labels_is_refused(monkeypatch):
     splits = {
         "train": datasets.Dataset.from_dict({"image": encoded, "label": [0, 1, 0, 1]}, features=features),
         "test": datasets.Dataset.from_dict({"image": encoded, "label": [-1] * 4}, features=features),  # labels withheld
+        "unlabeled": datasets.Dataset.from_dict({"image": encoded, "label": [-1] * 4}, features=features),  # as STL-10's
     }
     monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name, config_name=None, **kwargs: list(splits))
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config_name=None, split=None, **kwargs: splits[split])
-    with pytest.raises(ValueError, match=r"eval split has negative labels.*--eval_split"):
+    with pytest.raises(ValueError, match=r"eval split has missing labels.*--eval_split"):
         load_vision_datasets(VisionDataArguments(dataset_name="someone/contest"))
     assert len(load_vision_datasets(VisionDataArguments(dataset_name="someone/contest", eval_split="train")).eval) == 4
+    with caplog.at_level("WARNING", logger="hfssl.data.vision"):
+        loaded = load_vision_datasets(VisionDataArguments(dataset_name="someone/contest", train_split="unlabeled", eval_split="train"))
+    assert loaded.train.column_names == ["image"] and len(loaded.train) == 4  # every image kept, for pretraining
+    assert "without labels" in caplog.text
 
 
 def test_hub_string_label_column_by_name(fake_hub):

@@ -154,6 +154,14 @@ def test_pretraining_on_the_corpus_lowers_validation_loss(tmp_path, shared_data)
     assert metrics["eval_loss"] == pytest.approx(total / count, rel=2e-3)
 
 
+def test_perplexity_falls_back_to_eval_loss_without_per_token_sums(tmp_path, shared_data):
+    metrics = pretrain_gpt.main(_recipe_arguments(
+        shared_data, tmp_path / "gpt", "--max_train_samples", "20", "--max_eval_samples", "5", "--max_steps", "1",
+        "--save_strategy", "no", "--prediction_loss_only", "true",
+    ))  # fmt: skip
+    assert "eval_nll_per_token" not in metrics and metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]), rel=1e-9)
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
     arguments = ["--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "6"]
     straight, interrupted, resumed = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "resumed"

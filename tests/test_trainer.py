@@ -143,10 +143,12 @@ def test_lars_trust_ratio_and_exclusion():
 def test_lars_with_an_adamw_scale_learning_rate_is_flagged(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="hfssl.training.arguments"):
         SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1.2, use_cpu=True, report_to="none")
+        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=0.03, per_device_train_batch_size=32,
+                             use_cpu=True, report_to="none")  # fmt: skip  # SimCLR's rate for a batch of 32 is 0.0375
         assert caplog.text == ""
-        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1e-3, per_device_train_batch_size=512,
-                             use_cpu=True, report_to="none")  # fmt: skip
-    assert "SimCLR-scale rates" in caplog.text and "0.60 for a global batch of 512" in caplog.text
+        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1e-3, per_device_train_batch_size=256,
+                             gradient_accumulation_steps=2, use_cpu=True, report_to="none")  # fmt: skip
+    assert "SimCLR-scale rates" in caplog.text and "0.6 for a global batch of 512" in caplog.text
 
 
 def test_lars_is_used_when_asked(tmp_path, digits):

@@ -18,6 +18,7 @@ stored as uint8 ``Array2D``/``Array3D`` columns formatted as numpy, so a row cos
 
 import gzip
 import io
+import logging
 import math
 import os
 import zlib
@@ -29,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image as PILImage
+
+logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "pixel_values", "png", "jpg")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "class")
@@ -151,9 +154,9 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
     train = _standardize_columns(train, image_column, label_column, "train")
     if eval_dataset is not None:
         eval_dataset = _standardize_columns(eval_dataset, image_column, label_column, "eval")
+    train = _drop_missing_train_labels(train)
+    _refuse_missing_eval_labels(eval_dataset)
     train, eval_dataset, label_names = _encode_labels(train, eval_dataset)
-    _check_no_missing_labels(train, "train")
-    _check_no_missing_labels(eval_dataset, "eval")
     held_out = eval_dataset is None and args.validation_split_percentage > 0
     if held_out:
         _require_rows(train, "train", "")
@@ -436,17 +439,29 @@ def _encode_labels(
     )
 
 
-def _check_no_missing_labels(dataset: Optional[datasets.Dataset], split: str) -> None:
-    """Refuse negative class ids: Hub datasets mark a missing label -1 (e.g. unlabelled test splits),
-    which would make kNN and linear-probe accuracy silently wrong, or index out of range."""
-    if dataset is None or "label" not in dataset.column_names:
-        return
-    missing = sum(1 for label in dataset.unique("label") if label is not None and label < 0)
-    if missing:
+def _missing_labels(dataset: datasets.Dataset) -> int:
+    """How many distinct negative class ids ``dataset`` has: Hub datasets store a missing label as -1
+    (STL-10's unlabelled split, unlabelled test splits of competitions)."""
+    return sum(1 for label in dataset.unique("label") if isinstance(label, int) and label < 0)
+
+
+def _drop_missing_train_labels(train: datasets.Dataset) -> datasets.Dataset:
+    """A train split with missing labels pretrains on all its images, without labels (logged)."""
+    if "label" not in train.column_names or not _missing_labels(train):
+        return train
+    logger.warning(
+        "The train split has missing labels (-1): pretraining uses all its images without labels, so there is no kNN "
+        "memory bank and no final kNN / linear-probe evaluation. For those, pass a labelled --train_split."
+    )
+    return train.remove_columns("label")
+
+
+def _refuse_missing_eval_labels(eval_dataset: Optional[datasets.Dataset]) -> None:
+    """Negative class ids in the eval split would make kNN and linear-probe accuracy silently wrong."""
+    if eval_dataset is not None and "label" in eval_dataset.column_names and _missing_labels(eval_dataset):
         raise ValueError(
-            f"The {split} split has negative labels (missing labels are stored as -1, as in unlabelled Hub test splits). "
-            "Evaluate on a labelled split (--eval_split, or --validation_split_percentage to hold out labelled train "
-            "images), or pass --label_column_name naming a complete label column."
+            "The eval split has missing labels (-1, as in unlabelled Hub test splits). Evaluate on a labelled split "
+            "(--eval_split, or --validation_split_percentage to hold out labelled train images)."
         )
 
 

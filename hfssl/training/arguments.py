@@ -51,13 +51,14 @@ class SSLTrainingArguments(TrainingArguments):
 def warn_about_lars_settings(args: SSLTrainingArguments) -> None:
     """LARS scales each layer's step to ``lars_eta * ||w|| / ||g + wd * w||`` times the learning rate,
     so it wants SimCLR-scale learning rates (Chen et al. 2020: 0.3 x batch / 256, e.g. 4.8 at 4096);
-    an AdamW-scale rate barely moves the weights. Warns, changes nothing."""
-    if args.learning_rate < 0.1:
+    an AdamW-scale rate barely moves the weights. Warns when the rate is over 10x below that; changes nothing."""
+    global_batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    simclr_rate = 0.3 * global_batch / 256
+    if args.learning_rate < simclr_rate / 10:
         logger.warning(
-            "--use_lars with --learning_rate %g: LARS takes SimCLR-scale rates (0.3 x batch / 256, e.g. %.2f for a global "
-            "batch of %d); this one barely moves the weights.",
-            args.learning_rate, 0.3 * args.per_device_train_batch_size * args.world_size / 256,
-            args.per_device_train_batch_size * args.world_size,
+            "--use_lars with --learning_rate %g: LARS takes SimCLR-scale rates (0.3 x global batch / 256: %.3g for a global "
+            "batch of %d); this one, over 10x smaller, barely moves the weights.",
+            args.learning_rate, simclr_rate, global_batch,
         )  # fmt: skip
 
 
