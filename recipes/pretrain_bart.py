@@ -88,7 +88,7 @@ def main(argv=None):
         permute_sentences=bart_args.permute_sentences, rotate_ratio=bart_args.rotate_ratio,
         decoder_start_token_id=model.backbone.config.decoder_start_token_id, max_length=bart_args.max_seq_length,
     )  # fmt: skip
-    eval_collator = DataCollatorForBartDenoising(**noise, seed=training_args.seed)
+    eval_collator = DataCollatorForBartDenoising(**noise, seed=training_args.seed, worker_seed_from_id=True)
 
     trainer = LanguageModelTrainer(
         model=model,

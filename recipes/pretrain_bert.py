@@ -94,7 +94,7 @@ def main(argv=None):
         eval_dataset=eval_pairs,
         data_collator=DataCollatorForBertPretraining(**collator),
         collate_in_training_step=True,
-        eval_data_collator=DataCollatorForBertPretraining(**collator, seed=training_args.seed),
+        eval_data_collator=DataCollatorForBertPretraining(**collator, seed=training_args.seed, worker_seed_from_id=True),
         processing_class=tokenizer,
         compute_metrics=bert_metrics,
     )

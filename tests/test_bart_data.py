@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import logging
+import copy
 import math
 
 import datasets
@@ -405,6 +406,15 @@ def test_seeded_noise_is_reproducible_and_workers_differ(tokenizer, rows):
     loader = torch.utils.data.DataLoader([rows[0]] * 4, batch_size=2, num_workers=2, collate_fn=collator)
     batches = [tuple(batch["input_ids"][0].tolist()) for _ in range(2) for batch in loader]
     assert len(set(batches)) == len(batches)
+
+    # An eval collator seeded by worker id: a fresh copy repeats its noise on every pass, workers included.
+    evaluation = DataCollatorForBartDenoising(tokenizer, seed=7, worker_seed_from_id=True)
+    passes = []
+    for _ in range(2):
+        torch.randn(3)  # training in between moves the RNG torch draws worker seeds from
+        loader = torch.utils.data.DataLoader([rows[0]] * 4, batch_size=2, num_workers=2, collate_fn=copy.deepcopy(evaluation))
+        passes.append([tuple(batch["input_ids"][0].tolist()) for batch in loader])
+    assert passes[0] == passes[1] and passes[0][0] != passes[0][1]  # repeated; the two workers differ
 
 
 def test_word_start_table_follows_the_vocabulary_marker(tokenizer, documents):

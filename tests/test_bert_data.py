@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -441,6 +442,23 @@ def test_seeded_collator_in_dataloader_workers_draws_new_masks_every_epoch(examp
     first_epoch, second_epoch = two_epochs()
     assert not torch.equal(first_epoch, second_epoch)
     assert all(torch.equal(a, b) for a, b in zip((first_epoch, second_epoch), two_epochs()))
+
+
+def test_eval_collator_seeded_by_worker_id_repeats_every_pass_with_workers(examples, tokenizer):
+    """The recipes' eval collators: a fresh copy for each evaluation gives the same masks with workers
+    too, whatever the main process' RNG has done in between (training moves it)."""
+    rows = examples.select(range(8)).to_list() * 4  # every batch the same 8 rows; batches alternate between 2 workers
+    collator = DataCollatorForBertPretraining(tokenizer, seed=7, worker_seed_from_id=True)
+
+    def one_pass(num_workers: int) -> torch.Tensor:
+        torch.randn(3)  # training steps in between move the main RNG, from which torch draws worker seeds
+        loader = torch.utils.data.DataLoader(rows, batch_size=8, num_workers=num_workers, collate_fn=copy.deepcopy(collator))
+        return torch.cat([batch["labels"] for batch in loader])
+
+    first = one_pass(2)
+    assert torch.equal(first, one_pass(2))
+    batches = first.split(8)
+    assert not torch.equal(batches[0], batches[1])  # worker 0 and worker 1 still draw differently
 
 
 def test_collator_refuses_what_it_cannot_mask(examples, tokenizer, documents):

@@ -74,6 +74,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
+from .masking import dataloader_worker_seed
 from .sentences import segment_sentences
 from .text import TEXT_COLUMN, TextDataset
 
@@ -372,6 +373,8 @@ class DataCollatorForBartDenoising:
             (with small ``poisson_lambda``), and a longer one is cut to this length, keeping ``</s>``
             last, so it fits the model's positions (the labels, the original, are never cut).
         seed: own generator seed; ``None`` draws from torch's global generator.
+        worker_seed_from_id: inside a DataLoader worker, mix in the worker's id instead of its
+            per-start seed, so a fresh copy draws the same noise on every pass: for evaluation.
 
     Under ``Trainer``, set ``remove_unused_columns=False``: ``sentence_lengths`` is not an argument of
     the model's ``forward``, so the Trainer would drop it before the collator sees it.
@@ -388,6 +391,7 @@ class DataCollatorForBartDenoising:
     pad_to_multiple_of: int | None = None
     max_length: int | None = None
     seed: int | None = None
+    worker_seed_from_id: bool = False
     _generator: np.random.Generator | None = field(default=None, init=False, repr=False)
     _generator_worker_seed: int | None = field(default=None, init=False, repr=False)
 
@@ -475,8 +479,7 @@ class DataCollatorForBartDenoising:
     def _rng(self) -> np.random.Generator:
         if self.seed is None:
             return np.random.default_rng(torch.randint(0, 2**31 - 1, (4,)).tolist())
-        worker = torch.utils.data.get_worker_info()
-        worker_seed = worker.seed if worker is not None else None
+        worker_seed = dataloader_worker_seed(self.worker_seed_from_id)
         if self._generator is None or self._generator_worker_seed != worker_seed:
             self._generator = np.random.default_rng([self.seed] if worker_seed is None else [self.seed, worker_seed])
             self._generator_worker_seed = worker_seed

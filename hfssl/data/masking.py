@@ -69,6 +69,9 @@ class DataCollatorForBertPretraining:
         pad_to_multiple_of: pad the length up to a multiple of this (e.g. 8 for tensor cores).
         seed: seeds a private ``torch.Generator`` (mixed with the DataLoader worker's seed inside a
             worker); None uses the global torch RNG (seeded by ``Trainer``).
+        worker_seed_from_id: inside a DataLoader worker, mix in the worker's id instead of its seed
+            (which torch draws anew each time workers start), so that a fresh copy of the collator
+            draws the same masks on every pass, with any number of workers: for evaluation.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -78,6 +81,7 @@ class DataCollatorForBertPretraining:
     random_replace_prob: float = 0.1
     pad_to_multiple_of: int | None = None
     seed: int | None = None
+    worker_seed_from_id: bool = False
     _token_masker: DataCollatorForLanguageModeling = field(init=False, repr=False)
     _replacer: DataCollatorForLanguageModeling = field(init=False, repr=False)
     _generator_worker: int | None = field(init=False, repr=False, default=None)
@@ -146,8 +150,7 @@ class DataCollatorForBertPretraining:
         ``persistent_workers``), where ``seed`` alone would repeat the same masks every epoch."""
         if self.seed is None:
             return None
-        worker = torch.utils.data.get_worker_info()
-        worker_seed = worker.seed if worker is not None else None
+        worker_seed = dataloader_worker_seed(self.worker_seed_from_id)
         if self._replacer.generator is None or self._generator_worker != worker_seed:
             self._generator_worker = worker_seed
             seed = self.seed if worker_seed is None else hash((self.seed, worker_seed)) % 2**63
@@ -210,3 +213,13 @@ def _fill_budget(word_lengths: list[int], budget: int, order: list[int]) -> list
 
 def _as_list(value: Any) -> list[int]:
     return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def dataloader_worker_seed(from_id: bool) -> int | None:
+    """What a seeded collator mixes into its seed inside a DataLoader worker (None outside one): the
+    worker's seed, which torch draws anew each time workers start, or (``from_id``) its id, which
+    repeats from pass to pass."""
+    worker = torch.utils.data.get_worker_info()
+    if worker is None:
+        return None
+    return worker.id if from_id else worker.seed

@@ -168,8 +168,9 @@ class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
     also where hfssl's vision views and word2vec windows are drawn.
 
     ``eval_data_collator``: a collator seeded once, so that every evaluation scores the same masked
-    validation text (a fresh copy for each evaluation, so its draws repeat exactly, with
-    ``--dataloader_num_workers 0``, the default: workers mix their own seeds into the draws).
+    validation text (a fresh copy for each evaluation, so its draws repeat exactly; with
+    ``--dataloader_num_workers`` above 0 the recipes' eval collators seed workers by their id,
+    ``worker_seed_from_id``, so the draws repeat with workers too, for the same number of workers).
 
     Every process draws its own masks (:class:`SeedPerProcess`)."""
 
