@@ -183,7 +183,6 @@ class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
     def get_train_dataloader(self):
         if not self.collate_in_training_step:
             return super().get_train_dataloader()
-        collator, self.data_collator = self.data_collator, keep_examples
         config = self.accelerator.dataloader_config
         dispatch = config.dispatch_batches
         if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
@@ -196,6 +195,7 @@ class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
             # accelerate dispatches batches of iterable datasets by default, which needs tensors; instead every
             # process reads the stream and keeps its own share of it.
             config.dispatch_batches = False
+        collator, self.data_collator = self.data_collator, keep_examples
         try:
             return super().get_train_dataloader()
         finally:

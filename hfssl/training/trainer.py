@@ -43,6 +43,7 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         self.eval_transform = eval_transform
         self.knn_train_dataset = knn_train_dataset
         self._last_outputs = None
+        self._feature_dataloaders = {}  # id(dataset) -> (dataset, prepared loader), see feature_dataloader
         if self.model_init is None:  # with model_init, Trainer built the model through call_model_init
             self.model = self._convert_model(self.model)
 
@@ -118,9 +119,9 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         """An in-order loader over every row of ``dataset`` (never drops the last batch), sharded
         over processes, for feature extraction. Made once per dataset: ``accelerator.prepare``
         keeps every loader it prepares, so a new one at each evaluation would pile up."""
-        cache = self.__dict__.setdefault("_feature_dataloaders", {})
-        if id(dataset) in cache and cache[id(dataset)][0] is dataset:
-            return cache[id(dataset)][1]
+        cached = self._feature_dataloaders.get(id(dataset))
+        if cached is not None and cached[0] is dataset:  # the same object, not another one at a reused id
+            return cached[1]
         loader = DataLoader(
             dataset,
             batch_size=self.args.per_device_eval_batch_size,
@@ -128,8 +129,8 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
         )
-        cache[id(dataset)] = (dataset, self.accelerator.prepare(loader))
-        return cache[id(dataset)][1]
+        self._feature_dataloaders[id(dataset)] = (dataset, self.accelerator.prepare(loader))
+        return self._feature_dataloaders[id(dataset)][1]
 
     @torch.no_grad()
     def knn_accuracy(self, eval_dataset) -> float:
