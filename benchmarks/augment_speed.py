@@ -16,14 +16,21 @@ import argparse
 import platform
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import kornia
 import kornia.augmentation as K
 import torch
 from torch import nn
 
-from hfssl.augment import ViewRecipe, default_normalization, match_channels, simclr_recipe, simclr_view_generator, to_unit_float
+from hfssl.augment import (
+    ViewRecipe,
+    default_normalization,
+    match_channels,
+    simclr_recipe,
+    simclr_view_generator,
+    to_unit_float,
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -35,10 +42,15 @@ def build_kornia_augmentation(recipe: ViewRecipe, image_size: int) -> K.Augmenta
         (recipe.flip_probability, K.RandomHorizontalFlip(p=recipe.flip_probability)),
         (
             recipe.color_jitter_probability,
-            K.ColorJitter(recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue, p=recipe.color_jitter_probability),
+            K.ColorJitter(
+                recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue, p=recipe.color_jitter_probability
+            ),
         ),
         (recipe.grayscale_probability, K.RandomGrayscale(p=recipe.grayscale_probability)),
-        (recipe.blur_probability, K.RandomGaussianBlur((kernel_size, kernel_size), recipe.blur_sigma, p=recipe.blur_probability)),
+        (
+            recipe.blur_probability,
+            K.RandomGaussianBlur((kernel_size, kernel_size), recipe.blur_sigma, p=recipe.blur_probability),
+        ),
         (recipe.solarize_probability, K.RandomSolarize(thresholds=0.0, additions=0.0, p=recipe.solarize_probability)),
     ]
     return K.AugmentationSequential(*(step for probability, step in steps if probability > 0))
@@ -56,7 +68,10 @@ class KorniaViewGenerator(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         colour = match_channels(to_unit_float(images), 3)
-        return [(match_channels(augment(colour).clamp_(0, 1), self.num_channels) - self.mean) / self.std for augment in self.augmentations]
+        return [
+            (match_channels(augment(colour).clamp_(0, 1), self.num_channels) - self.mean) / self.std
+            for augment in self.augmentations
+        ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,9 +112,13 @@ def main() -> None:
     device = torch.device(args.device)
     cpu = f"{platform.processor() or platform.machine()}, {args.threads} threads"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    print(f"torch {torch.__version__}, kornia {kornia.__version__}, {device_name}; two SimCLR views per call, "
-          f"median of {args.repeats} alternating calls\n")
-    print("| batch | size | kornia pipeline ms/call | ViewGenerator ms/call | kornia views/s | ViewGenerator views/s | speedup |")
+    print(
+        f"torch {torch.__version__}, kornia {kornia.__version__}, {device_name}; two SimCLR views per call, "
+        f"median of {args.repeats} alternating calls\n"
+    )
+    print(
+        "| batch | size | kornia pipeline ms/call | ViewGenerator ms/call | kornia views/s | ViewGenerator views/s | speedup |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for config in args.configs.split(","):
         batch, size = (int(value) for value in config.lower().split("x"))
@@ -107,10 +126,15 @@ def main() -> None:
         old = KorniaViewGenerator([recipe, recipe], size).to(device)
         new = simclr_view_generator(size).to(device)
         images = torch.randint(0, 256, (batch, args.channels, size, size), dtype=torch.uint8, device=device)
-        seconds = alternate({"old": lambda: old(images), "new": lambda: new(images)}, device, args.repeats, args.warmup)
+        seconds = alternate(
+            {"old": lambda: old(images), "new": lambda: new(images)}, device, args.repeats, args.warmup
+        )
         views = 2 * batch
-        print(f"| {batch} | {size} | {seconds['old'] * 1e3:.1f} | {seconds['new'] * 1e3:.1f} | {views / seconds['old']:.0f} | "
-              f"{views / seconds['new']:.0f} | {seconds['old'] / seconds['new']:.1f}x |", flush=True)
+        print(
+            f"| {batch} | {size} | {seconds['old'] * 1e3:.1f} | {seconds['new'] * 1e3:.1f} | {views / seconds['old']:.0f} | "
+            f"{views / seconds['new']:.0f} | {seconds['old'] / seconds['new']:.1f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,21 @@ import time
 
 import datasets
 import torch
-from transformers import BartForConditionalGeneration, BertForPreTraining, DataCollatorForLanguageModeling, GPT2LMHeadModel
+from transformers import (
+    BartForConditionalGeneration,
+    BertForPreTraining,
+    DataCollatorForLanguageModeling,
+    GPT2LMHeadModel,
+)
 
-from hfssl import BartPretrainingConfig, BartPretrainingModel, BertPretrainingConfig, BertPretrainingModel, GPTConfig, GPTModel
+from hfssl import (
+    BartPretrainingConfig,
+    BartPretrainingModel,
+    BertPretrainingConfig,
+    BertPretrainingModel,
+    GPTConfig,
+    GPTModel,
+)
 from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples
 from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples
@@ -61,9 +73,17 @@ def read_documents(split: str, limit: int) -> list[str]:
 
 def build(method: str, args, train_docs, val_docs):
     """(tokenizer, train examples, val examples, hfssl model, stock model, hfssl collator, stock collator, val collator)."""
-    kind, specials = {"gpt": ("byte_level_bpe", "gpt"), "bert": ("wordpiece", "bert"), "bart": ("byte_level_bpe", "bart")}[method]
+    kind, specials = {
+        "gpt": ("byte_level_bpe", "gpt"),
+        "bert": ("wordpiece", "bert"),
+        "bart": ("byte_level_bpe", "bart"),
+    }[method]
     tokenizer = train_subword_tokenizer(train_docs, kind, specials, vocab_size=args.vocab_size)
-    special = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id") if getattr(tokenizer, name) is not None}
+    special = {
+        name: getattr(tokenizer, name)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id")
+        if getattr(tokenizer, name) is not None
+    }
     backbone = {**SIZES[method], "vocab_size": len(tokenizer), "max_position_embeddings": args.seq_len, **special}
     if method == "gpt":
         backbone["n_positions"] = backbone.pop("max_position_embeddings")
@@ -80,12 +100,22 @@ def build(method: str, args, train_docs, val_docs):
         stock = BertForPreTraining(model.backbone.config)
         examples = [build_nsp_examples(d, tokenizer, max_seq_length=args.seq_len, seed=0) for d in (train, val)]
         stock_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-        collators = (DataCollatorForBertPretraining(tokenizer), _without("starts_word", stock_collator), DataCollatorForBertPretraining(tokenizer, seed=0))
+        collators = (
+            DataCollatorForBertPretraining(tokenizer),
+            _without("starts_word", stock_collator),
+            DataCollatorForBertPretraining(tokenizer, seed=0),
+        )
     else:
-        model = BartPretrainingModel(BartPretrainingConfig(backbone_config={**backbone, "decoder_start_token_id": tokenizer.eos_token_id}))
+        model = BartPretrainingModel(
+            BartPretrainingConfig(backbone_config={**backbone, "decoder_start_token_id": tokenizer.eos_token_id})
+        )
         stock = BartForConditionalGeneration(model.backbone.config)
         examples = [build_denoising_examples(d, tokenizer, max_seq_length=args.seq_len) for d in (train, val)]
-        collators = (DataCollatorForBartDenoising(tokenizer), DataCollatorForBartDenoising(tokenizer), DataCollatorForBartDenoising(tokenizer, seed=0))
+        collators = (
+            DataCollatorForBartDenoising(tokenizer),
+            DataCollatorForBartDenoising(tokenizer),
+            DataCollatorForBartDenoising(tokenizer, seed=0),
+        )
     stock.load_state_dict(model.backbone.state_dict())
     return tokenizer, examples[0], examples[1], model, stock, collators
 
@@ -100,11 +130,15 @@ def synchronize(device) -> None:
 
 
 def run(method: str, args, train_docs, val_docs, device) -> dict:
-    tokenizer, train, val, model, stock, (ours_collate, stock_collate, val_collate) = build(method, args, train_docs, val_docs)
+    tokenizer, train, val, model, stock, (ours_collate, stock_collate, val_collate) = build(
+        method, args, train_docs, val_docs
+    )
     paths = {"hfssl": (model.to(device).train(), ours_collate), "stock": (stock.to(device).train(), stock_collate)}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=args.learning_rate) for name, (m, _) in paths.items()}
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
-    batches = [[train[i] for i in order[start : start + args.batch_size]] for start in range(0, len(order), args.batch_size)]
+    batches = [
+        [train[i] for i in order[start : start + args.batch_size]] for start in range(0, len(order), args.batch_size)
+    ]
     steps = args.warmup + args.steps
     if len(batches) < steps:
         raise ValueError(f"{method}: {len(batches)} batches of training data, need {steps}; raise --train_documents.")
@@ -123,12 +157,17 @@ def run(method: str, args, train_docs, val_docs, device) -> dict:
             if step >= args.warmup:
                 seconds[name].append(time.perf_counter() - start)
                 tokens[name].append(int((batch["input_ids"] != tokenizer.pad_token_id).sum()))
-    val_batches = [val_collate([val[i] for i in range(start, min(start + args.batch_size, len(val)))]) for start in range(0, len(val), args.batch_size)]
+    val_batches = [
+        val_collate([val[i] for i in range(start, min(start + args.batch_size, len(val)))])
+        for start in range(0, len(val), args.batch_size)
+    ]
     result = {}
     for name, (module, _) in paths.items():
         module.eval()
         with torch.no_grad():
-            losses = [module(**{k: v.to(device) for k, v in b.items()}).loss.item() for b in val_batches[: args.val_batches]]
+            losses = [
+                module(**{k: v.to(device) for k, v in b.items()}).loss.item() for b in val_batches[: args.val_batches]
+            ]
         median = statistics.median(seconds[name])
         result[name] = {
             "seconds_per_step": median,
@@ -157,7 +196,9 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train_docs, val_docs = read_documents("train", args.train_documents), read_documents("validation", 30)
-    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.machine()} CPU, {args.threads} threads"
+    machine = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.machine()} CPU, {args.threads} threads"
+    )
     results = {"machine": machine, "settings": vars(args)}
     for method in args.methods.split(","):
         results[method] = run(method, args, train_docs, val_docs, device)
@@ -165,8 +206,12 @@ def main():
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)
-    print(f"\nbatch {args.batch_size} x {args.seq_len} tokens, vocabulary {args.vocab_size}, {args.steps} timed steps, on {machine}\n")
-    print("| method | hfssl tokens/s | stock tokens/s | hfssl / stock | validation loss hfssl | validation loss stock |")
+    print(
+        f"\nbatch {args.batch_size} x {args.seq_len} tokens, vocabulary {args.vocab_size}, {args.steps} timed steps, on {machine}\n"
+    )
+    print(
+        "| method | hfssl tokens/s | stock tokens/s | hfssl / stock | validation loss hfssl | validation loss stock |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for method in args.methods.split(","):
         r = results[method]

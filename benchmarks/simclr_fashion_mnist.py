@@ -43,10 +43,15 @@ RESNET_OVERRIDES = "num_channels=1,embedding_size=32,hidden_sizes=[64,128],depth
 def raw_pixel_metrics(idx_dir: str) -> dict:
     """kNN and linear probe on the 784 raw pixels scaled to [0, 1]."""
     data = load_vision_datasets(VisionDataArguments(idx_dir=idx_dir))
-    as_matrix = lambda dataset: torch.from_numpy(np.stack(dataset.with_format("numpy")["image"]).reshape(len(dataset), -1) / 255.0).float()  # noqa: E731
+    as_matrix = lambda dataset: torch.from_numpy(
+        np.stack(dataset.with_format("numpy")["image"]).reshape(len(dataset), -1) / 255.0
+    ).float()  # noqa: E731
     train_x, eval_x = as_matrix(data.train), as_matrix(data.eval)
     train_y, eval_y = torch.tensor(data.train["label"]), torch.tensor(data.eval["label"])
-    return {"knn_accuracy": knn_accuracy(train_x, train_y, eval_x, eval_y), **linear_probe_accuracy(train_x, train_y, eval_x, eval_y)}
+    return {
+        "knn_accuracy": knn_accuracy(train_x, train_y, eval_x, eval_y),
+        **linear_probe_accuracy(train_x, train_y, eval_x, eval_y),
+    }
 
 
 def main():
@@ -54,7 +59,11 @@ def main():
     parser.add_argument("--idx_dir", default=os.path.join(REPO_ROOT, "..", "shared", "data", "fashion-mnist"))
     parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "benchmarks", "results", "simclr-fmnist"))
     parser.add_argument("--backbone", default="regnet")
-    parser.add_argument("--backbone_config_overrides", default=REGNET_OVERRIDES, help=f"default: the RegNet; the ResNet was {RESNET_OVERRIDES!r}")
+    parser.add_argument(
+        "--backbone_config_overrides",
+        default=REGNET_OVERRIDES,
+        help=f"default: the RegNet; the ResNet was {RESNET_OVERRIDES!r}",
+    )
     parser.add_argument("--num_train_epochs", default="18")
     parser.add_argument("--channels_last", default="true")
     parser.add_argument("--batch_size", default="256")
@@ -66,21 +75,66 @@ def main():
         common.append("--use_cpu")
 
     start = time.time()
-    pretrained = pretrain_vision.main([
-        "--method", "simclr", "--backbone", args.backbone, "--backbone_config_overrides", args.backbone_config_overrides,
-        "--config_overrides", "projection_hidden_dim=512,projection_dim=128,tau=0.1", "--image_size", "28", "--min_crop_scale", "0.4",
-        "--output_dir", args.output_dir, "--per_device_train_batch_size", args.batch_size, "--num_train_epochs", args.num_train_epochs,
-        "--learning_rate", args.learning_rate, "--weight_decay", "1e-4", "--warmup_steps", "0.05", "--lr_scheduler_type", "cosine",
-        "--logging_steps", "50", "--save_strategy", "no", "--per_device_eval_batch_size", "1024", "--channels_last", args.channels_last, *common, *args.extra.split(),
-    ])
+    pretrained = pretrain_vision.main(
+        [
+            "--method",
+            "simclr",
+            "--backbone",
+            args.backbone,
+            "--backbone_config_overrides",
+            args.backbone_config_overrides,
+            "--config_overrides",
+            "projection_hidden_dim=512,projection_dim=128,tau=0.1",
+            "--image_size",
+            "28",
+            "--min_crop_scale",
+            "0.4",
+            "--output_dir",
+            args.output_dir,
+            "--per_device_train_batch_size",
+            args.batch_size,
+            "--num_train_epochs",
+            args.num_train_epochs,
+            "--learning_rate",
+            args.learning_rate,
+            "--weight_decay",
+            "1e-4",
+            "--warmup_steps",
+            "0.05",
+            "--lr_scheduler_type",
+            "cosine",
+            "--logging_steps",
+            "50",
+            "--save_strategy",
+            "no",
+            "--per_device_eval_batch_size",
+            "1024",
+            "--channels_last",
+            args.channels_last,
+            *common,
+            *args.extra.split(),
+        ]
+    )
     train_seconds = json.load(open(os.path.join(args.output_dir, "train_results.json")))["train_runtime"]
-    random_init = evaluate_vision.main([
-        "--model_name_or_path", args.output_dir, "--random_init", "--protocol", "knn,linear",
-        "--output_dir", os.path.join(args.output_dir, "random-init"), "--per_device_eval_batch_size", "1024", *common,
-    ])
+    random_init = evaluate_vision.main(
+        [
+            "--model_name_or_path",
+            args.output_dir,
+            "--random_init",
+            "--protocol",
+            "knn,linear",
+            "--output_dir",
+            os.path.join(args.output_dir, "random-init"),
+            "--per_device_eval_batch_size",
+            "1024",
+            *common,
+        ]
+    )
     pixels = raw_pixel_metrics(args.idx_dir)
     results = {
-        "machine": torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "machine": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "pretraining_seconds": train_seconds,
         "total_seconds": time.time() - start,
         "pretrained": pretrained,
@@ -89,7 +143,9 @@ def main():
     }
     with open(os.path.join(args.output_dir, "benchmark.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    print(f"\nSimCLR, Fashion-MNIST, {args.num_train_epochs} epochs in {train_seconds / 60:.1f} min on {results['machine']}\n")
+    print(
+        f"\nSimCLR, Fashion-MNIST, {args.num_train_epochs} epochs in {train_seconds / 60:.1f} min on {results['machine']}\n"
+    )
     print("| features | kNN accuracy (test) | linear probe accuracy (test) |")
     print("|---|---|---|")
     for name in ("pretrained", "random_init", "raw_pixels"):

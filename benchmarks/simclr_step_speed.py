@@ -27,8 +27,14 @@ from hfssl.models.builder import build_vision_ssl_model
 
 BACKBONES = {
     "resnet-tiny": ("resnet", "embedding_size=32,hidden_sizes=[64,128],depths=[1,1],layer_type=basic"),
-    "regnet-tiny": ("regnet", "embedding_size=32,hidden_sizes=[32,128],depths=[1,1],groups_width=16,downsample_in_first_stage=false"),
-    "vit-tiny": ("vit", "hidden_size=192,num_hidden_layers=6,num_attention_heads=3,intermediate_size=768,patch_size=4"),
+    "regnet-tiny": (
+        "regnet",
+        "embedding_size=32,hidden_sizes=[32,128],depths=[1,1],groups_width=16,downsample_in_first_stage=false",
+    ),
+    "vit-tiny": (
+        "vit",
+        "hidden_size=192,num_hidden_layers=6,num_attention_heads=3,intermediate_size=768,patch_size=4",
+    ),
     "resnet18": ("resnet", "embedding_size=64,hidden_sizes=[64,128,256,512],depths=[2,2,2,2],layer_type=basic"),
     "resnet50": ("resnet", None),
 }
@@ -63,7 +69,9 @@ def measure(name: str, args, device: torch.device, memory_format: str = "contigu
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     make_views = method.make_views(args.image_size, args.backbone_channels)
     views = lambda images: [view.contiguous(memory_format=layout) for view in make_views(images)]  # noqa: E731 (as SSLTrainer does)
-    images = torch.randint(0, 256, (args.batch_size, args.channels, args.source_size, args.source_size), dtype=torch.uint8, device=device)
+    images = torch.randint(
+        0, 256, (args.batch_size, args.channels, args.source_size, args.source_size), dtype=torch.uint8, device=device
+    )
     fixed_views = views(images)
 
     def step(make_views: bool):
@@ -91,22 +99,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--backbones", default="resnet-tiny,vit-tiny", help=f"comma-separated among {sorted(BACKBONES)}")
+    parser.add_argument(
+        "--backbones", default="resnet-tiny,vit-tiny", help=f"comma-separated among {sorted(BACKBONES)}"
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--source_size", type=int, default=32, help="side of the uint8 images the views are cut from")
     parser.add_argument("--channels", type=int, default=3, help="channels of the uint8 source images")
-    parser.add_argument("--backbone_channels", type=int, default=3, help="input channels of the backbone and its views")
+    parser.add_argument(
+        "--backbone_channels", type=int, default=3, help="input channels of the backbone and its views"
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--memory_formats", default="contiguous", help="comma-separated among contiguous, channels_last")
+    parser.add_argument(
+        "--memory_formats", default="contiguous", help="comma-separated among contiguous, channels_last"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"SimCLR step, batch {args.batch_size}, views {args.image_size}px from {args.source_size}px uint8, {machine}, torch {torch.__version__}\n")
-    print("| backbone | memory format | step images/s | speedup | model-only images/s | views share of step | step ms | views ms |")
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"SimCLR step, batch {args.batch_size}, views {args.image_size}px from {args.source_size}px uint8, {machine}, torch {torch.__version__}\n"
+    )
+    print(
+        "| backbone | memory format | step images/s | speedup | model-only images/s | views share of step | step ms | views ms |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.backbones.split(","):
         baseline = None

@@ -56,7 +56,9 @@ def gensim_run(documents: list[str], sg: bool, threads: int, seed: int) -> dict:
     from gensim.models import Word2Vec
 
     pattern = re.compile(WORD_PATTERN)
-    sentences = [words for doc in documents for p in split_sentences(doc, "paragraph") if (words := pattern.findall(p.lower()))]
+    sentences = [
+        words for doc in documents for p in split_sentences(doc, "paragraph") if (words := pattern.findall(p.lower()))
+    ]
     raw_words = sum(map(len, sentences))
     model = Word2Vec(
         vector_size=HYPERPARAMETERS["vector_size"], window=HYPERPARAMETERS["window"], min_count=HYPERPARAMETERS["min_count"],
@@ -76,7 +78,14 @@ def gensim_run(documents: list[str], sg: bool, threads: int, seed: int) -> dict:
 
 
 def hfssl_run(
-    train_file: str, sg: bool, output_dir: str, device: str, batch_size: int, seed: int, loss_implementation: str = "auto", shared_negatives: bool = False
+    train_file: str,
+    sg: bool,
+    output_dir: str,
+    device: str,
+    batch_size: int,
+    seed: int,
+    loss_implementation: str = "auto",
+    shared_negatives: bool = False,
 ) -> dict:
     arguments = [
         "--train_file", train_file, "--output_dir", output_dir, "--sg", str(int(sg)),
@@ -94,7 +103,11 @@ def hfssl_run(
     metrics = pretrain_word2vec.main(arguments)
     with open(os.path.join(output_dir, "train_results.json")) as handle:
         train = json.load(handle)
-    return {"vocabulary": Word2VecConfig.from_pretrained(output_dir).vocab_size - 1, "train_seconds": train["train_runtime"], **metrics}
+    return {
+        "vocabulary": Word2VecConfig.from_pretrained(output_dir).vocab_size - 1,
+        "train_seconds": train["train_runtime"],
+        **metrics,
+    }
 
 
 def update_speed(documents: list[str], sg: bool, device: str, batch_size: int, steps: int = 6) -> dict:
@@ -102,13 +115,22 @@ def update_speed(documents: list[str], sg: bool, device: str, batch_size: int, s
     tokenizer = train_word_level_tokenizer(documents, min_count=HYPERPARAMETERS["min_count"])
     corpus = encode_corpus(tokenizer, documents)
     dataset, collate = SentenceDataset(corpus), SentenceCollator()
-    batches = [collate([dataset[i] for i in range(start, start + batch_size)]) for start in range(0, steps * batch_size, batch_size)]
-    paths = {"fused (dense gradients)": ("fused", False), "autograd, dense gradients": ("autograd", False), "autograd, sparse gradients": ("autograd", True)}
+    batches = [
+        collate([dataset[i] for i in range(start, start + batch_size)])
+        for start in range(0, steps * batch_size, batch_size)
+    ]
+    paths = {
+        "fused (dense gradients)": ("fused", False),
+        "autograd, dense gradients": ("autograd", False),
+        "autograd, sparse gradients": ("autograd", True),
+    }
     if device == "cpu":
         paths = {"sequential CPU kernel (dense gradients)": ("sequential", False), **paths}
     models = {}
     for name, (implementation, sparse) in paths.items():
-        model = Word2VecModel(Word2VecConfig(vocab_size=len(tokenizer), sg=sg, loss_implementation=implementation)).to(device)
+        model = Word2VecModel(Word2VecConfig(vocab_size=len(tokenizer), sg=sg, loss_implementation=implementation)).to(
+            device
+        )
         model.set_word_counts(corpus.word_counts(len(tokenizer)))
         model.set_sparse_gradients(sparse)
         models[name] = (model, torch.optim.SGD(model.parameters(), lr=1e-3))
@@ -129,27 +151,38 @@ def update_speed(documents: list[str], sg: bool, device: str, batch_size: int, s
             timings[name].append(time.perf_counter() - start)
         rows_per_step.append(len(rows["center_ids"]))
     rows = statistics.mean(rows_per_step)
-    return {name: {"seconds_per_step": statistics.median(t[1:]), "rows_per_second": rows / statistics.median(t[1:])} for name, t in timings.items()}
+    return {
+        name: {"seconds_per_step": statistics.median(t[1:]), "rows_per_second": rows / statistics.median(t[1:])}
+        for name, t in timings.items()
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file", default=os.path.join(REPO_ROOT, "..", "shared", "data", "corpus", "train.jsonl.gz"))
+    parser.add_argument(
+        "--train_file", default=os.path.join(REPO_ROOT, "..", "shared", "data", "corpus", "train.jsonl.gz")
+    )
     parser.add_argument("--output_dir", default=os.path.join(REPO_ROOT, "benchmarks", "results", "word2vec"))
     parser.add_argument("--threads", type=int, default=2, help="gensim workers and torch threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_size", type=int, default=1024, help="hfssl: sentences per step")
     parser.add_argument("--modes", default="sg,cbow")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--loss_implementations", default="auto", help="hfssl runs, one per loss implementation (comma-separated)")
+    parser.add_argument(
+        "--loss_implementations", default="auto", help="hfssl runs, one per loss implementation (comma-separated)"
+    )
     parser.add_argument("--update_speed", action="store_true")
-    parser.add_argument("--shared_negatives", action="store_true", help="also run hfssl's skip-gram with window-shared negatives")
+    parser.add_argument(
+        "--shared_negatives", action="store_true", help="also run hfssl's skip-gram with window-shared negatives"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     documents = read_documents(args.train_file)
     results = {
-        "machine": torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU, {args.threads} threads",
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.machine()} CPU, {args.threads} threads",
         "hyperparameters": HYPERPARAMETERS,
     }
     for mode in args.modes.split(","):
@@ -160,10 +193,19 @@ def main():
         for implementation in args.loss_implementations.split(","):
             name = "hfssl" if implementation == "auto" else f"hfssl, {implementation}"
             run_dir = os.path.join(args.output_dir, mode if implementation == "auto" else f"{mode}-{implementation}")
-            results[mode][name] = hfssl_run(args.train_file, sg, run_dir, args.device, args.batch_size, args.seed, implementation)
+            results[mode][name] = hfssl_run(
+                args.train_file, sg, run_dir, args.device, args.batch_size, args.seed, implementation
+            )
         if sg and args.shared_negatives:
             results[mode]["hfssl, shared negatives"] = hfssl_run(
-                args.train_file, sg, os.path.join(args.output_dir, "sg-shared"), args.device, args.batch_size, args.seed, "fused", shared_negatives=True
+                args.train_file,
+                sg,
+                os.path.join(args.output_dir, "sg-shared"),
+                args.device,
+                args.batch_size,
+                args.seed,
+                "fused",
+                shared_negatives=True,
             )
         if args.update_speed:
             results[mode]["update_speed"] = update_speed(documents, sg, args.device, args.batch_size)
@@ -171,7 +213,9 @@ def main():
     with open(os.path.join(args.output_dir, "word2vec_vs_gensim.json"), "w") as handle:
         json.dump(results, handle, indent=2)
 
-    print(f"\nword2vec on {os.path.basename(args.train_file)}, {HYPERPARAMETERS}, on {results['machine']} (hfssl on {args.device})\n")
+    print(
+        f"\nword2vec on {os.path.basename(args.train_file)}, {HYPERPARAMETERS}, on {results['machine']} (hfssl on {args.device})\n"
+    )
     print("| mode | library | words/s | ratio | WordSim-353 (OOV) | SimLex-999 | analogies (OOV) |")
     print("|---|---|---:|---:|---|---|---|")
     for mode in args.modes.split(","):
@@ -185,7 +229,9 @@ def main():
             )
         if args.update_speed:
             for name, r in results[mode]["update_speed"].items():
-                print(f"  {mode} update path {name}: {r['rows_per_second'] / 1e3:.0f}k rows/s ({1e3 * r['seconds_per_step']:.0f} ms/step)")
+                print(
+                    f"  {mode} update path {name}: {r['rows_per_second'] / 1e3:.0f}k rows/s ({1e3 * r['seconds_per_step']:.0f} ms/step)"
+                )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ name to its config and model classes.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
@@ -47,4 +48,18 @@ def _register(methods: dict[str, Method]) -> None:
 
 _register(METHODS)
 
-__all__ = ["METHODS", "Method", "BartPretrainingConfig", "BartPretrainingModel", "BertPretrainingConfig", "BertPretrainingModel", "GPTConfig", "GPTModel", "SimCLRConfig", "SimCLRModel", "Word2VecConfig", "Word2VecModel", "__version__"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "BartPretrainingConfig",
+    "BartPretrainingModel",
+    "BertPretrainingConfig",
+    "BertPretrainingModel",
+    "GPTConfig",
+    "GPTModel",
+    "SimCLRConfig",
+    "SimCLRModel",
+    "Word2VecConfig",
+    "Word2VecModel",
+    "__version__",
+]

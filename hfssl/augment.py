@@ -29,8 +29,9 @@ The result is converted to the backbone's ``num_channels`` (3 -> 1 by luminance,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,11 @@ def simclr_recipe(image_size: int, color_jitter_strength: float = 1.0) -> ViewRe
 
 def default_normalization(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """ImageNet statistics for 3-channel backbones, 0.5/0.5 for single-channel ones."""
-    return (IMAGENET_MEAN, IMAGENET_STD) if num_channels == 3 else (GREYSCALE_MEAN * num_channels, GREYSCALE_STD * num_channels)
+    return (
+        (IMAGENET_MEAN, IMAGENET_STD)
+        if num_channels == 3
+        else (GREYSCALE_MEAN * num_channels, GREYSCALE_STD * num_channels)
+    )
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -110,7 +115,9 @@ def match_channels(images: torch.Tensor, num_channels: int) -> torch.Tensor:
         return images.expand(-1, num_channels, -1, -1)
     if channels == 3 and num_channels == 1:
         return rgb_to_grayscale(images)
-    raise ValueError(f"Cannot feed {channels}-channel images to a {num_channels}-channel backbone; set num_channels in --backbone_config_overrides.")
+    raise ValueError(
+        f"Cannot feed {channels}-channel images to a {num_channels}-channel backbone; set num_channels in --backbone_config_overrides."
+    )
 
 
 class _Normalize(nn.Module):
@@ -125,9 +132,25 @@ class _Normalize(nn.Module):
 
 # Per-view parameter table: one row per recipe, these columns.
 _COLUMNS = (
-    "scale_lo", "scale_hi", "ratio_lo", "ratio_hi", "flip", "jitter",
-    "brightness_lo", "brightness_hi", "contrast_lo", "contrast_hi", "saturation_lo", "saturation_hi", "hue_lo", "hue_hi",
-    "grayscale", "blur", "sigma_lo", "sigma_hi", "solarize",
+    "scale_lo",
+    "scale_hi",
+    "ratio_lo",
+    "ratio_hi",
+    "flip",
+    "jitter",
+    "brightness_lo",
+    "brightness_hi",
+    "contrast_lo",
+    "contrast_hi",
+    "saturation_lo",
+    "saturation_hi",
+    "hue_lo",
+    "hue_hi",
+    "grayscale",
+    "blur",
+    "sigma_lo",
+    "sigma_hi",
+    "solarize",
 )
 _C = {name: index for index, name in enumerate(_COLUMNS)}
 
@@ -157,12 +180,20 @@ def _jitter_range(value: JitterRange, name: str) -> tuple[float, float]:
     low, high = (float(v) for v in value)
     bounds = (-0.5, 0.5) if hue else (0.0, math.inf)
     if not bounds[0] <= low <= high <= bounds[1]:
-        raise ValueError(f"ViewRecipe.{name} range must satisfy {bounds[0]} <= min <= max <= {bounds[1]}, got {value}.")
+        raise ValueError(
+            f"ViewRecipe.{name} range must satisfy {bounds[0]} <= min <= max <= {bounds[1]}, got {value}."
+        )
     return low, high
 
 
 def _recipe_row(recipe: ViewRecipe) -> list[float]:
-    for name in ("flip_probability", "color_jitter_probability", "grayscale_probability", "blur_probability", "solarize_probability"):
+    for name in (
+        "flip_probability",
+        "color_jitter_probability",
+        "grayscale_probability",
+        "blur_probability",
+        "solarize_probability",
+    ):
         if not 0.0 <= getattr(recipe, name) <= 1.0:
             raise ValueError(f"ViewRecipe.{name} must be in [0, 1], got {getattr(recipe, name)}.")
     for name, low_bound in (("crop_scale", 0.0), ("crop_ratio", 0.0), ("blur_sigma", 0.0)):
@@ -218,7 +249,10 @@ def _crop_coordinates(top, left, h, w, flip, size: int, height: int, width: int)
         # output [-1, 1] -> input normalised coordinates of the box [start, start + extent] (pixel edges)
         scale = extent / full if sign is None else torch.where(sign, -extent, extent) / full
         coords = scale[:, None] * centres + ((2 * start + extent) / full - 1)[:, None]
-        first, last = (2 * start + 1) / full - 1, (2 * (start + extent) - 1) / full - 1  # box's first/last pixel centres
+        first, last = (
+            (2 * start + 1) / full - 1,
+            (2 * (start + extent) - 1) / full - 1,
+        )  # box's first/last pixel centres
         return torch.clamp(coords, first[:, None], last[:, None])
 
     return axis(left, w, width, flip), axis(top, h, height)
@@ -233,13 +267,24 @@ def _resized_crops(images: torch.Tensor, grid_x: torch.Tensor, grid_y: torch.Ten
     batch, channels = images.shape[:2]
     rows, size = grid_x.shape
     views = rows // batch
-    grid = torch.stack(torch.broadcast_tensors(grid_x.view(batch, views, 1, size), grid_y.view(batch, views, size, 1)), dim=-1)
-    crops = F.grid_sample(images, grid.view(batch, views * size, size, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    grid = torch.stack(
+        torch.broadcast_tensors(grid_x.view(batch, views, 1, size), grid_y.view(batch, views, size, 1)), dim=-1
+    )
+    crops = F.grid_sample(
+        images, grid.view(batch, views * size, size, 2), mode="bilinear", padding_mode="border", align_corners=False
+    )
     # bilinear weights sum to 1 only up to rounding: clamp into [0, 1] while moving the views next to each other
-    torch.clamp(crops.view(batch, channels, views, size, size).transpose(1, 2), 0, 1, out=out.view(batch, views, channels, size, size))
+    torch.clamp(
+        crops.view(batch, channels, views, size, size).transpose(1, 2),
+        0,
+        1,
+        out=out.view(batch, views, channels, size, size),
+    )
 
 
-def _blend_step(images: torch.Tensor, factor: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, luma: torch.Tensor) -> None:
+def _blend_step(
+    images: torch.Tensor, factor: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor, luma: torch.Tensor
+) -> None:
     """In place, per row: ``clamp(f * x + (1 - f) * ref, 0, 1)`` with ref = 0 (brightness), the mean grey
     (contrast) or the grey image (saturation), as torchvision's ``_blend``; rows with ``f = 1`` are unchanged.
 
@@ -251,7 +296,11 @@ def _blend_step(images: torch.Tensor, factor: torch.Tensor, contrast: torch.Tens
     else:  # rgb_to_grayscale as one (1 x 3) @ (3 x HW) product per row: one pass instead of three
         grey = torch.matmul(luma, images.view(rows, channels, height * width)).view(rows, 1, height, width)
     weight = (1 - factor).view(-1, 1, 1, 1)
-    ref = torch.addcmul(grey.mean((1, 2, 3), keepdim=True) * (weight * contrast.view(-1, 1, 1, 1)), grey, weight * saturation.view(-1, 1, 1, 1))
+    ref = torch.addcmul(
+        grey.mean((1, 2, 3), keepdim=True) * (weight * contrast.view(-1, 1, 1, 1)),
+        grey,
+        weight * saturation.view(-1, 1, 1, 1),
+    )
     torch.addcmul(ref, images, factor.view(-1, 1, 1, 1), out=images)
     images.clamp_(0, 1)
 
@@ -270,10 +319,14 @@ def _adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     chroma = value - low
     red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
     hue_times_chroma = torch.where(
-        red == value, green - blue, torch.where(green == value, torch.add(blue - red, chroma, alpha=2), torch.add(red - green, chroma, alpha=4))
+        red == value,
+        green - blue,
+        torch.where(green == value, torch.add(blue - red, chroma, alpha=2), torch.add(red - green, chroma, alpha=4)),
     )
     hue = torch.addcdiv((6 * shift).view(-1, 1, 1, 1), hue_times_chroma, chroma.clamp_min(1e-20))  # grey: 0 / tiny
-    offsets = torch.arange(0, 12, 4, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)  # n + 1 = 6, 4, 2 (mod 6)
+    offsets = torch.arange(0, 12, 4, device=images.device, dtype=images.dtype).view(
+        1, 3, 1, 1
+    )  # n + 1 = 6, 4, 2 (mod 6)
     ramp = (hue + offsets).remainder_(6).sub_(3).abs_().clamp_(1, 2)
     return torch.addcmul(low - chroma, chroma, ramp)
 
@@ -363,7 +416,9 @@ class ViewGenerator(nn.Module):
         if images.dim() != 4:
             raise ValueError(f"Expected a batch of images (B, C, H, W), got shape {tuple(images.shape)}.")
         batch, channels, height, width = images.shape
-        match_channels(images[:0].float(), 3 if channels not in (1, 3) else self.num_channels)  # raises on a channel mismatch
+        match_channels(
+            images[:0].float(), 3 if channels not in (1, 3) else self.num_channels
+        )  # raises on a channel mismatch
         if self.table.device != images.device:
             self.to(images.device)
         views, size = len(self.recipes), self.image_size
@@ -376,33 +431,49 @@ class ViewGenerator(nn.Module):
         draws = torch.rand(distributed.world_size() * rows_here, _NUM_DRAWS, device=images.device, dtype=torch.float32)
         draws = draws[process * rows_here : (process + 1) * rows_here]
         top, left, h, w = _crop_boxes(draws, table, height, width)
-        grid_x, grid_y = _crop_coordinates(top, left, h, w, draws[:, _U_FLIP] < table[:, _C["flip"]], size, height, width)
+        grid_x, grid_y = _crop_coordinates(
+            top, left, h, w, draws[:, _U_FLIP] < table[:, _C["flip"]], size, height, width
+        )
 
         # Saturation and hue leave grey unchanged: a greyscale batch stays single-channel without them.
-        jitter_ops = self.jitter_ops if channels == 3 else tuple(op for op in self.jitter_ops if op in (_BRIGHTNESS, _CONTRAST))
+        jitter_ops = (
+            self.jitter_ops if channels == 3 else tuple(op for op in self.jitter_ops if op in (_BRIGHTNESS, _CONTRAST))
+        )
         rows = {}  # per-row parameters of the operations after the crop
         if jitter_ops:
             rows["jittered"] = draws[:, _U_JITTER] < table[:, _C["jitter"]]
             low = table[:, _C["brightness_lo"] : _C["hue_hi"] + 1 : 2]
             high = table[:, _C["brightness_hi"] : _C["hue_hi"] + 1 : 2]
-            rows["factors"] = low + draws[:, _U_FACTORS] * (high - low)  # (n, 4): brightness, contrast, saturation, hue
+            rows["factors"] = low + draws[:, _U_FACTORS] * (
+                high - low
+            )  # (n, 4): brightness, contrast, saturation, hue
             keys = draws[:, _U_ORDER].clone()
             for op in set(range(4)) - set(jitter_ops):
                 keys[:, op] = 2.0  # sorts after the draws in [0, 1)
-            rows["order"] = keys.argsort(dim=1)[:, : len(jitter_ops)]  # (n, k): the operations in a random order per image
+            rows["order"] = keys.argsort(dim=1)[
+                :, : len(jitter_ops)
+            ]  # (n, k): the operations in a random order per image
         if self.grayscales and channels == 3:
             rows["grayscale"] = draws[:, _U_GRAYSCALE] < table[:, _C["grayscale"]]
         if self.blurs:
             rows["blur"] = draws[:, _U_BLUR] < table[:, _C["blur"]]
-            rows["sigma"] = table[:, _C["sigma_lo"]] + draws[:, _U_SIGMA] * (table[:, _C["sigma_hi"]] - table[:, _C["sigma_lo"]])
+            rows["sigma"] = table[:, _C["sigma_lo"]] + draws[:, _U_SIGMA] * (
+                table[:, _C["sigma_hi"]] - table[:, _C["sigma_lo"]]
+            )
         if self.solarizes:
             rows["solarize"] = draws[:, _U_SOLARIZE] < table[:, _C["solarize"]]
 
         out = torch.empty((views, batch, self.num_channels, size, size), device=images.device, dtype=torch.float32)
         # On the CPU a few images at a time, so that their views stay in cache through all the operations;
         # on an accelerator the whole batch at once.
-        step = max(1, _CHUNK_ELEMENTS * torch.get_num_threads() // (views * channels * size * size)) if images.device.type == "cpu" else max(batch, 1)
-        crops = torch.empty((min(step, batch) * views, channels, size, size), device=images.device, dtype=torch.float32)
+        step = (
+            max(1, _CHUNK_ELEMENTS * torch.get_num_threads() // (views * channels * size * size))
+            if images.device.type == "cpu"
+            else max(batch, 1)
+        )
+        crops = torch.empty(
+            (min(step, batch) * views, channels, size, size), device=images.device, dtype=torch.float32
+        )
         for start in range(0, batch, step):
             stop = min(start + step, batch)
             part, x = slice(start * views, stop * views), crops[: (stop - start) * views]
@@ -423,8 +494,12 @@ class ViewGenerator(nn.Module):
             factors = rows["factors"]
             for slot in range(len(jitter_ops)):
                 op = rows["order"][:, slot]
-                if jitter_ops != (_HUE,):  # brightness, contrast or saturation on every row whose operation in this slot is one
-                    factor = torch.where(rows["jittered"] & (op != _HUE), factors.gather(1, op[:, None]).squeeze(1), 1.0)
+                if jitter_ops != (
+                    _HUE,
+                ):  # brightness, contrast or saturation on every row whose operation in this slot is one
+                    factor = torch.where(
+                        rows["jittered"] & (op != _HUE), factors.gather(1, op[:, None]).squeeze(1), 1.0
+                    )
                     _blend_step(x, factor, (op == _CONTRAST).to(x.dtype), (op == _SATURATION).to(x.dtype), self.luma)
                 if _HUE in jitter_ops:  # hue on the rows whose operation in this slot it is
                     hue_rows = next(groups)
@@ -437,12 +512,18 @@ class ViewGenerator(nn.Module):
         if "blur" in rows:
             blur_rows = next(groups)
             if len(blur_rows):
-                x.index_copy_(0, blur_rows, _gaussian_blur(x.index_select(0, blur_rows), rows["sigma"][blur_rows], self.blur_kernel_size))
+                x.index_copy_(
+                    0,
+                    blur_rows,
+                    _gaussian_blur(x.index_select(0, blur_rows), rows["sigma"][blur_rows], self.blur_kernel_size),
+                )
         if "solarize" in rows:
             solarize_rows = next(groups)
             if len(solarize_rows):
                 picked = x.index_select(0, solarize_rows)
-                x.index_copy_(0, solarize_rows, torch.where(picked >= 0.5, 1 - picked, picked))  # threshold 0.5, as in BYOL
+                x.index_copy_(
+                    0, solarize_rows, torch.where(picked >= 0.5, 1 - picked, picked)
+                )  # threshold 0.5, as in BYOL
 
     def _normalize_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """``(x - mean) / std`` of the rows (b * V + v) into ``out`` (V, b, num_channels, S, S); channels matched."""
@@ -460,7 +541,13 @@ class EvalTransform(nn.Module):
     normalise with ``mean``/``std``).
     """
 
-    def __init__(self, image_size: int, num_channels: int = 3, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    def __init__(
+        self,
+        image_size: int,
+        num_channels: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
         super().__init__()
         default_mean, default_std = default_normalization(num_channels)
         self.image_size = image_size
@@ -471,7 +558,9 @@ class EvalTransform(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = to_unit_float(images)
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            )
         self.normalize.to(images.device)
         return self.normalize(match_channels(images, self.num_channels))
 

@@ -48,7 +48,9 @@ def parse_config_overrides(overrides: str | None) -> dict:
         if not item.strip():
             continue
         if "=" not in item:
-            raise ValueError(f"Config override {item!r} is not of the form key=value (e.g. 'hidden_size=64,num_hidden_layers=4').")
+            raise ValueError(
+                f"Config override {item!r} is not of the form key=value (e.g. 'hidden_size=64,num_hidden_layers=4')."
+            )
         key, value = (part.strip() for part in item.split("=", 1))
         parsed[key] = _parse_value(value)
     return parsed
@@ -113,7 +115,9 @@ def build_backbone_config(
                 f"Unknown backbone {backbone!r}: pass a transformers model type (vision: vit, resnet, convnext, swin, "
                 f"dinov2, ...; text: gpt2, bert, bart, ...) or the path of a checkpoint directory."
             ) from error
-        values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
+        values = (
+            parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
+        )
         if image_size is not None and hasattr(config, "image_size"):
             overrides = {"image_size": image_size, **values}
     return apply_config_overrides(config, overrides)
@@ -128,7 +132,10 @@ def build_backbone(config: PreTrainedConfig, pooling: str = "auto", checkpoint: 
     """
     kwargs = {}
     model_class = AutoModel._model_mapping[type(config)]
-    if resolve_pooling(config, pooling) != "pooler" and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+    if (
+        resolve_pooling(config, pooling) != "pooler"
+        and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    ):
         kwargs["add_pooling_layer"] = False
     if checkpoint is not None:
         return AutoModel.from_pretrained(checkpoint, config=config, **kwargs)
@@ -141,7 +148,9 @@ def backbone_feature_dim(config: PreTrainedConfig) -> int:
         return int(config.hidden_sizes[-1])
     if getattr(config, "hidden_size", None):
         return int(config.hidden_size)
-    raise ValueError(f"Cannot tell the feature width of a {config.model_type!r} backbone (no hidden_sizes or hidden_size in its config).")
+    raise ValueError(
+        f"Cannot tell the feature width of a {config.model_type!r} backbone (no hidden_sizes or hidden_size in its config)."
+    )
 
 
 def resolve_pooling(config: PreTrainedConfig, pooling: str) -> str:
@@ -169,7 +178,9 @@ def pooled_features(backbone: PreTrainedModel, pixel_values: torch.Tensor, pooli
         rule = "mean"
     if rule == "cls":
         if hidden.dim() != 3:
-            raise ValueError(f"pooling='cls' needs token outputs (B, N, D); {type(backbone).__name__} returns {tuple(hidden.shape)}.")
+            raise ValueError(
+                f"pooling='cls' needs token outputs (B, N, D); {type(backbone).__name__} returns {tuple(hidden.shape)}."
+            )
         return hidden[:, 0]
     return hidden.mean(dim=1) if hidden.dim() == 3 else hidden.mean(dim=(2, 3))
 

@@ -14,7 +14,9 @@ class ProjectionHead(nn.Module):
     Shapes: (B, input_dim) -> (B, output_dim).
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int = 2, last_batch_norm: bool = False):
+    def __init__(
+        self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int = 2, last_batch_norm: bool = False
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"ProjectionHead needs num_layers >= 1, got {num_layers}")

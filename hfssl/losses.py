@@ -30,7 +30,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tenso
         update equals the one for the mean loss over the concatenated global batch.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"nt_xent expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent expects two (B, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     z1 = F.normalize(z1, dim=1)
     z2 = F.normalize(z2, dim=1)
     local_size = z1.shape[0]

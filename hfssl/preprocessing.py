@@ -10,7 +10,7 @@ RGB.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from transformers import AutoImageProcessor
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
@@ -35,7 +35,9 @@ def make_image_processor(
     )
 
 
-def eval_transform_from_pretrained(model_dir: str | os.PathLike, num_channels: int, image_size: int | None = None) -> EvalTransform:
+def eval_transform_from_pretrained(
+    model_dir: str | os.PathLike, num_channels: int, image_size: int | None = None
+) -> EvalTransform:
     """The on-device :class:`EvalTransform` matching the image processor saved in ``model_dir``.
 
     Without a saved processor, ``image_size`` is required and the default normalisation is used.
@@ -44,7 +46,9 @@ def eval_transform_from_pretrained(model_dir: str | os.PathLike, num_channels: i
         processor = AutoImageProcessor.from_pretrained(model_dir)
     except (OSError, ValueError):
         if image_size is None:
-            raise ValueError(f"{model_dir} has no image processor (preprocessor_config.json); pass --image_size.") from None
+            raise ValueError(
+                f"{model_dir} has no image processor (preprocessor_config.json); pass --image_size."
+            ) from None
         return EvalTransform(image_size, num_channels)
     size = processor.size
     side = image_size or size.get("height") or size.get("shortest_edge")

@@ -21,7 +21,7 @@ weights, so ``AutoTokenizer.from_pretrained(dir)`` splits and numbers words as t
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -32,7 +32,11 @@ UNK_TOKEN_ID = 0
 
 
 def _word_level_backend(vocab: dict[str, int] | None, word_pattern: str, lowercase: bool) -> Tokenizer:
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN) if vocab is not None else models.WordLevel(unk_token=UNK_TOKEN))
+    backend = Tokenizer(
+        models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN)
+        if vocab is not None
+        else models.WordLevel(unk_token=UNK_TOKEN)
+    )
     if lowercase:
         backend.normalizer = normalizers.Lowercase()
     # invert=True + "removed": keep the matches of the pattern, drop everything between them.
@@ -74,7 +78,9 @@ def train_word_level_tokenizer(
     return _wrap(backend)
 
 
-def word_level_tokenizer(words: Sequence[str], word_pattern: str = WORD_PATTERN, lowercase: bool = True) -> PreTrainedTokenizerFast:
+def word_level_tokenizer(
+    words: Sequence[str], word_pattern: str = WORD_PATTERN, lowercase: bool = True
+) -> PreTrainedTokenizerFast:
     """A tokenizer whose vocabulary is ``[UNK]`` followed by ``words`` in the given order (ids 1..N)."""
     if len(set(words)) != len(words):
         raise ValueError("The word list has duplicates; a vocabulary needs each word once.")
@@ -96,7 +102,12 @@ SPECIAL_TOKENS = {
 
 
 def train_subword_tokenizer(
-    texts: Iterable[str], kind: str, special_tokens: str, vocab_size: int = 8000, lowercase: bool = False, min_frequency: int = 2
+    texts: Iterable[str],
+    kind: str,
+    special_tokens: str,
+    vocab_size: int = 8000,
+    lowercase: bool = False,
+    min_frequency: int = 2,
 ) -> PreTrainedTokenizerFast:
     """Train a WordPiece (``kind="wordpiece"``) or byte-level BPE (``"byte_level_bpe"``) tokenizer on
     ``texts`` with the special tokens of ``special_tokens`` (``"bert"``, ``"gpt"`` or ``"bart"``,
@@ -113,7 +124,9 @@ def train_subword_tokenizer(
         backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False
+        )
     else:
         backend = Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -124,11 +137,17 @@ def train_subword_tokenizer(
         )  # fmt: skip
     backend.train_from_iterator(texts, trainer=trainer)
     if backend.get_vocab_size() <= len(ordered):
-        raise ValueError("The tokenizer learned no tokens: the training text is empty. Check --text_column_name and the data files.")
+        raise ValueError(
+            "The tokenizer learned no tokens: the training text is empty. Check --text_column_name and the data files."
+        )
     if kind == "wordpiece":
         _number_canonically(backend, num_special_tokens=len(ordered), unk_token=specials["unk_token"])
     _add_templates(backend, special_tokens, specials)
-    input_names = ["input_ids", "token_type_ids", "attention_mask"] if special_tokens == "bert" else ["input_ids", "attention_mask"]
+    input_names = (
+        ["input_ids", "token_type_ids", "attention_mask"]
+        if special_tokens == "bert"
+        else ["input_ids", "attention_mask"]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=input_names, **specials)
 
 
@@ -160,9 +179,13 @@ def _add_templates(backend: Tokenizer, special_tokens: str, specials: dict[str, 
     cls, sep = specials["cls_token"], specials["sep_token"]
     ids = [(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))]
     if special_tokens == "bert":
-        backend.post_processor = processors.TemplateProcessing(single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1", special_tokens=ids)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1", special_tokens=ids
+        )
     else:
-        backend.post_processor = processors.TemplateProcessing(single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}", special_tokens=ids)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}", special_tokens=ids
+        )
 
 
 def vocabulary_words(tokenizer: PreTrainedTokenizerFast) -> list[str]:

@@ -66,19 +66,31 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 
 @dataclass
 class TextEvaluationArguments:
-    model_name_or_path: str = field(metadata={"help": "Transformers text checkpoint (directory or Hub id) with its tokenizer."})
+    model_name_or_path: str = field(
+        metadata={"help": "Transformers text checkpoint (directory or Hub id) with its tokenizer."}
+    )
     protocol: str = field(default="linear", metadata={"help": f"Comma-separated protocols among {PROTOCOLS}."})
     pooling: str = field(
         default="auto",
-        metadata={"help": f"Frozen-feature pooling {TEXT_POOLING_CHOICES}: auto = cls for BERT-like encoders, else mean."},
+        metadata={
+            "help": f"Frozen-feature pooling {TEXT_POOLING_CHOICES}: auto = cls for BERT-like encoders, else mean."
+        },
     )
     max_seq_length: Optional[int] = field(
         default=None,
-        metadata={"help": f"Texts are truncated to this many tokens (linear, finetune); default: {DEFAULT_MAX_SEQ_LENGTH}, or the model's positions if fewer."},
+        metadata={
+            "help": f"Texts are truncated to this many tokens (linear, finetune); default: {DEFAULT_MAX_SEQ_LENGTH}, or the model's positions if fewer."
+        },
     )
-    block_size: Optional[int] = field(default=None, metadata={"help": "Perplexity window length; default: the model's context length."})
-    stride: Optional[int] = field(default=None, metadata={"help": "Perplexity window step, at most --block_size; default: half of it."})
-    random_init: bool = field(default=False, metadata={"help": "Re-initialise the architecture (random-init baseline)."})
+    block_size: Optional[int] = field(
+        default=None, metadata={"help": "Perplexity window length; default: the model's context length."}
+    )
+    stride: Optional[int] = field(
+        default=None, metadata={"help": "Perplexity window step, at most --block_size; default: half of it."}
+    )
+    random_init: bool = field(
+        default=False, metadata={"help": "Re-initialise the architecture (random-init baseline)."}
+    )
 
     def __post_init__(self):
         self.protocols = [p.strip() for p in self.protocol.split(",") if p.strip()]
@@ -93,7 +105,8 @@ class TextEvaluationTrainingArguments(TrainingArguments):
     """``TrainingArguments`` for the fine-tuning protocol; evaluation keeps no fine-tuned checkpoints unless asked."""
 
     save_strategy: str = field(
-        default="no", metadata={"help": "Checkpoints of the fine-tuned classifier: 'no' (default), 'epoch', 'steps' or 'best'."}
+        default="no",
+        metadata={"help": "Checkpoints of the fine-tuned classifier: 'no' (default), 'epoch', 'steps' or 'best'."},
     )
 
 
@@ -118,7 +131,9 @@ def load_evaluation_data(args: TextEvaluationArguments, data_args: TextDataArgum
     if classify and data_args.label_column_name is None:
         data_args = dataclasses.replace(data_args, label_column_name=LABEL_COLUMN)
     if data_args.streaming:
-        raise ValueError("Evaluation reads whole splits: drop --streaming (cap the rows with --max_train_samples/--max_eval_samples).")
+        raise ValueError(
+            "Evaluation reads whole splits: drop --streaming (cap the rows with --max_train_samples/--max_eval_samples)."
+        )
     data = load_text_datasets(data_args)
     if classify and data.eval is None:
         raise ValueError(
@@ -148,7 +163,14 @@ def run_classification(
     if "finetune" in args.protocols:
         tokenizer = load_text_tokenizer(args.model_name_or_path, config)
         results["finetune"] = finetune_text_classifier(
-            args.model_name_or_path, tokenizer, train_texts, labels, eval_texts, args.max_seq_length, training_args, args.random_init
+            args.model_name_or_path,
+            tokenizer,
+            train_texts,
+            labels,
+            eval_texts,
+            args.max_seq_length,
+            training_args,
+            args.random_init,
         )
     for result in results.values():
         metrics.update(result.metrics)
@@ -165,13 +187,22 @@ def write_predictions(path: str, labels: ClassLabels, results: dict[str, Classif
 
 def format_table(metrics: dict) -> str:
     """The accuracy, macro-F1 and perplexity figures, one per line."""
-    names = [name for name in metrics if name.endswith(("_accuracy", "_macro_f1")) or name in ("perplexity", "eval_tokens")]
+    names = [
+        name for name in metrics if name.endswith(("_accuracy", "_macro_f1")) or name in ("perplexity", "eval_tokens")
+    ]
     width = max(map(len, names), default=0)
-    return "\n".join(f"{name:<{width}}  {metrics[name]:.4f}" if isinstance(metrics[name], float) else f"{name:<{width}}  {metrics[name]}" for name in names)
+    return "\n".join(
+        f"{name:<{width}}  {metrics[name]:.4f}"
+        if isinstance(metrics[name], float)
+        else f"{name:<{width}}  {metrics[name]}"
+        for name in names
+    )
 
 
 def main(argv=None):
-    args, data_args, training_args = parse_recipe_arguments((TextEvaluationArguments, TextDataArguments, TextEvaluationTrainingArguments), argv)
+    args, data_args, training_args = parse_recipe_arguments(
+        (TextEvaluationArguments, TextDataArguments, TextEvaluationTrainingArguments), argv
+    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     set_seed(training_args.seed)
     config = check_checkpoint(args)
@@ -200,7 +231,9 @@ def main(argv=None):
             json.dump(summary, handle, indent=2)
         if results:
             write_predictions(os.path.join(training_args.output_dir, "eval_predictions.jsonl"), labels, results)
-        print(f"\n{args.model_name_or_path}{' (random init)' if args.random_init else ''} on {data.description}\n{format_table(metrics)}")
+        print(
+            f"\n{args.model_name_or_path}{' (random init)' if args.random_init else ''} on {data.description}\n{format_table(metrics)}"
+        )
     return metrics
 
 

@@ -40,12 +40,25 @@ PROTOCOLS = (*FROZEN_PROTOCOLS, "finetune")
 
 @dataclass
 class EvaluationModelArguments:
-    model_name_or_path: str = field(metadata={"help": "hfssl checkpoint or transformers vision backbone (directory or Hub id)."})
+    model_name_or_path: str = field(
+        metadata={"help": "hfssl checkpoint or transformers vision backbone (directory or Hub id)."}
+    )
     protocol: str = field(default="knn", metadata={"help": f"Comma-separated protocols among {PROTOCOLS}."})
-    pooling: str = field(default="auto", metadata={"help": f"Pooled-feature rule for plain backbones: {POOLING_CHOICES} (hfssl checkpoints use their own)."})
-    image_size: Optional[int] = field(default=None, metadata={"help": "Input size; default: the saved image processor's."})
-    random_init: bool = field(default=False, metadata={"help": "Re-initialise the architecture (random-init baseline)."})
-    finetune_min_crop_scale: float = field(default=0.5, metadata={"help": "Random resized crop scale floor during fine-tuning."})
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": f"Pooled-feature rule for plain backbones: {POOLING_CHOICES} (hfssl checkpoints use their own)."
+        },
+    )
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Input size; default: the saved image processor's."}
+    )
+    random_init: bool = field(
+        default=False, metadata={"help": "Re-initialise the architecture (random-init baseline)."}
+    )
+    finetune_min_crop_scale: float = field(
+        default=0.5, metadata={"help": "Random resized crop scale floor during fine-tuning."}
+    )
 
 
 def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:
@@ -58,7 +71,9 @@ def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:
 
 
 def main(argv=None):
-    model_args, data_args, training_args = parse_recipe_arguments((EvaluationModelArguments, VisionDataArguments, SSLTrainingArguments), argv)
+    model_args, data_args, training_args = parse_recipe_arguments(
+        (EvaluationModelArguments, VisionDataArguments, SSLTrainingArguments), argv
+    )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     protocols = [p.strip() for p in model_args.protocol.split(",") if p.strip()]
     if not protocols or set(protocols) - set(PROTOCOLS):
@@ -67,11 +82,15 @@ def main(argv=None):
 
     data = load_vision_datasets(data_args)
     if data.eval is None or "label" not in data.train.column_names or "label" not in data.eval.column_names:
-        raise ValueError("Evaluation needs labelled train and eval splits: pass --label_column_name, or a dataset with labels.")
+        raise ValueError(
+            "Evaluation needs labelled train and eval splits: pass --label_column_name, or a dataset with labels."
+        )
     feature_extractor = load_feature_extractor(model_args)
     num_channels = getattr(feature_extractor.backbone.config, "num_channels", 3)
     eval_transform = eval_transform_from_pretrained(model_args.model_name_or_path, num_channels, model_args.image_size)
-    collator = ImageCollator(image_size=eval_transform.image_size, num_channels=data.num_channels, resize_mixed_only=True)
+    collator = ImageCollator(
+        image_size=eval_transform.image_size, num_channels=data.num_channels, resize_mixed_only=True
+    )
 
     metrics: dict[str, float] = {}
     frozen = [p for p in protocols if p in FROZEN_PROTOCOLS]
@@ -79,31 +98,62 @@ def main(argv=None):
         accelerator = Accelerator(cpu=training_args.use_cpu)
         feature_extractor = feature_extractor.to(accelerator.device)
         loader = lambda dataset: torch.utils.data.DataLoader(  # noqa: E731
-            dataset, batch_size=training_args.per_device_eval_batch_size, collate_fn=collator, num_workers=training_args.dataloader_num_workers
+            dataset,
+            batch_size=training_args.per_device_eval_batch_size,
+            collate_fn=collator,
+            num_workers=training_args.dataloader_num_workers,
         )
         train_loader, eval_loader = accelerator.prepare(loader(data.train), loader(data.eval))
         metrics.update(
             frozen_feature_metrics(
-                feature_extractor, train_loader, eval_loader, eval_transform.to(accelerator.device), accelerator, frozen,
-                training_args.knn_k, training_args.knn_temperature,
+                feature_extractor,
+                train_loader,
+                eval_loader,
+                eval_transform.to(accelerator.device),
+                accelerator,
+                frozen,
+                training_args.knn_k,
+                training_args.knn_temperature,
             )
         )
     if "finetune" in protocols:
         augment = ViewGenerator(
-            [ViewRecipe(crop_scale=(model_args.finetune_min_crop_scale, 1.0), color_jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0)],
-            eval_transform.image_size, num_channels, eval_transform.normalize.mean.flatten().tolist(), eval_transform.normalize.std.flatten().tolist(),
+            [
+                ViewRecipe(
+                    crop_scale=(model_args.finetune_min_crop_scale, 1.0),
+                    color_jitter_probability=0.0,
+                    grayscale_probability=0.0,
+                    blur_probability=0.0,
+                )
+            ],
+            eval_transform.image_size,
+            num_channels,
+            eval_transform.normalize.mean.flatten().tolist(),
+            eval_transform.normalize.std.flatten().tolist(),
         )
         num_labels = len(data.label_names) if data.label_names else int(max(data.train["label"])) + 1
         metrics.update(
             finetune_classifier(
-                feature_extractor, feature_extractor.feature_dim, num_labels, data.train, data.eval, collator,
-                lambda images: augment(images)[0], eval_transform, training_args,
+                feature_extractor,
+                feature_extractor.feature_dim,
+                num_labels,
+                data.train,
+                data.eval,
+                collator,
+                lambda images: augment(images)[0],
+                eval_transform,
+                training_args,
             )
         )
 
     if training_args.process_index == 0:
         os.makedirs(training_args.output_dir, exist_ok=True)
-        results = {**metrics, "model_name_or_path": model_args.model_name_or_path, "random_init": model_args.random_init, "data": data.description}
+        results = {
+            **metrics,
+            "model_name_or_path": model_args.model_name_or_path,
+            "random_init": model_args.random_init,
+            "data": data.description,
+        }
         with open(os.path.join(training_args.output_dir, "all_results.json"), "w") as handle:
             json.dump(results, handle, indent=2)
         logger.info("Results: %s", json.dumps(metrics))

@@ -41,21 +41,31 @@ SOURCE_FLAGS = ("--model_name_or_path", "--word2vec_file", "--gensim_model")
 class WordVectorEvaluationArguments:
     output_dir: str = field(metadata={"help": "Where all_results.json and most_similar.json are written."})
     model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "An hfssl word2vec checkpoint (directory or Hub id) with its vocabulary beside the weights."}
+        default=None,
+        metadata={
+            "help": "An hfssl word2vec checkpoint (directory or Hub id) with its vocabulary beside the weights."
+        },
     )
     word2vec_file: Optional[str] = field(
-        default=None, metadata={"help": "Vectors in the word2vec format (word2vec.c, gensim, hfssl's vectors.txt); text unless --binary."}
+        default=None,
+        metadata={
+            "help": "Vectors in the word2vec format (word2vec.c, gensim, hfssl's vectors.txt); text unless --binary."
+        },
     )
     binary: bool = field(default=False, metadata={"help": "--word2vec_file is in the binary word2vec format."})
     gensim_model: Optional[str] = field(
         default=None,
-        metadata={"help": "A gensim Word2Vec.save file (a pickle: load only files you trust). Its .npy side files must sit beside it."},
+        metadata={
+            "help": "A gensim Word2Vec.save file (a pickle: load only files you trust). Its .npy side files must sit beside it."
+        },
     )
     restrict_vocab: int = field(
-        default=RESTRICT_VOCAB, metadata={"help": "Only this many of the most frequent words are looked up (gensim's default: 300000)."}
+        default=RESTRICT_VOCAB,
+        metadata={"help": "Only this many of the most frequent words are looked up (gensim's default: 300000)."},
     )
     most_similar_words: str = field(
-        default="king,woman,france,house,good,day", metadata={"help": "Comma-separated words whose nearest neighbours are reported."}
+        default="king,woman,france,house,good,day",
+        metadata={"help": "Comma-separated words whose nearest neighbours are reported."},
     )
     topn: int = field(default=10, metadata={"help": "Neighbours per word in most_similar.json."})
 
@@ -101,7 +111,9 @@ def load_gensim_model(path: str) -> Word2VecModel:
     if isinstance(loaded, KeyedVectors):
         return Word2VecModel.from_keyed_vectors(loaded)
     if not isinstance(getattr(loaded, "wv", None), KeyedVectors):
-        raise ValueError(f"--gensim_model {path!r} holds a {type(loaded).__name__}, not a gensim Word2Vec model or KeyedVectors.")
+        raise ValueError(
+            f"--gensim_model {path!r} holds a {type(loaded).__name__}, not a gensim Word2Vec model or KeyedVectors."
+        )
     if getattr(loaded, "negative", 0) and hasattr(loaded, "syn1neg"):
         return Word2VecModel.from_gensim(loaded)
     logger.info("%s was trained without negative sampling: importing its word vectors only.", path)
@@ -116,14 +128,20 @@ def load_word_vectors(args: WordVectorEvaluationArguments) -> tuple[Word2VecMode
         if not os.path.isfile(args.word2vec_file):
             raise ValueError(f"--word2vec_file {args.word2vec_file!r} does not exist or is not a file.")
         kind = "binary" if args.binary else "text"
-        return Word2VecModel.from_word2vec_format(args.word2vec_file, binary=args.binary), f"word2vec {kind} file {args.word2vec_file}"
+        return Word2VecModel.from_word2vec_format(
+            args.word2vec_file, binary=args.binary
+        ), f"word2vec {kind} file {args.word2vec_file}"
     return load_gensim_model(args.gensim_model), f"gensim model {args.gensim_model}"
 
 
 def format_table(metrics: dict[str, float]) -> str:
     """Benchmark | score | out-of-vocabulary share, as a small text table."""
     rows = [("benchmark", "score", "oov"), ("-" * 20, "-" * 8, "-" * 6)]
-    for name, score in (("WordSim-353 Spearman", "wordsim353_spearman"), ("SimLex-999 Spearman", "simlex999_spearman"), ("analogy accuracy", "analogy_accuracy")):
+    for name, score in (
+        ("WordSim-353 Spearman", "wordsim353_spearman"),
+        ("SimLex-999 Spearman", "simlex999_spearman"),
+        ("analogy accuracy", "analogy_accuracy"),
+    ):
         oov = metrics[score.rsplit("_", 1)[0] + "_oov_ratio"]
         value = metrics[score]
         rows.append((name, "n/a" if math.isnan(value) else f"{value:.4f}", f"{oov:.1%}"))
@@ -135,7 +153,9 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
 
     model, source = load_word_vectors(args)
-    logger.info("Evaluating %d word vectors of size %d from %s.", model.config.vocab_size - 1, model.config.vector_size, source)
+    logger.info(
+        "Evaluating %d word vectors of size %d from %s.", model.config.vocab_size - 1, model.config.vector_size, source
+    )
     metrics = model_word_vector_metrics(model, restrict_vocab=args.restrict_vocab)
     queries = [word.strip() for word in args.most_similar_words.split(",") if word.strip()]
     neighbours = model.most_similar(queries, topn=args.topn) if queries else {}
@@ -144,12 +164,19 @@ def main(argv=None):
         logger.warning("Not in the vocabulary, so left out of most_similar.json: %s", ", ".join(unknown))
 
     os.makedirs(args.output_dir, exist_ok=True)
-    results = {**metrics, "source": source, "vocab_size": model.config.vocab_size - 1, "restrict_vocab": args.restrict_vocab}
+    results = {
+        **metrics,
+        "source": source,
+        "vocab_size": model.config.vocab_size - 1,
+        "restrict_vocab": args.restrict_vocab,
+    }
     with open(os.path.join(args.output_dir, "all_results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     with open(os.path.join(args.output_dir, "most_similar.json"), "w") as handle:
         json.dump(neighbours, handle, indent=1)
-    print(f"\n{source}: {model.config.vocab_size - 1} words, {model.config.vector_size} dimensions\n{format_table(metrics)}")
+    print(
+        f"\n{source}: {model.config.vocab_size - 1} words, {model.config.vector_size} dimensions\n{format_table(metrics)}"
+    )
     for word, near in neighbours.items():
         print(f"most similar to {word!r}: " + ", ".join(f"{w} ({s:.2f})" for w, s in near[:5]))
     return metrics

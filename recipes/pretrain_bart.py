@@ -35,7 +35,13 @@ from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
+from hfssl.training.language_models import (
+    LanguageModelArguments,
+    LanguageModelTrainer,
+    build_language_model,
+    build_tokenizer,
+    train_and_evaluate,
+)
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -43,19 +49,35 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class BartArguments:
-    max_seq_length: int = field(default=256, metadata={"help": "Tokens per example, <s> and </s> included (BART: 512)."})
-    mask_ratio: float = field(default=0.3, metadata={"help": "Share of the words hidden by text infilling (BART: 0.3)."})
-    poisson_lambda: float = field(default=3.5, metadata={"help": "Mean span length of text infilling, in words (BART: 3.5)."})
-    random_ratio: float = field(default=0.1, metadata={"help": "Share of the masks replaced by a random token instead."})
-    permute_sentences: float = field(default=1.0, metadata={"help": "Share of each example's sentences shuffled (BART: 1.0)."})
+    max_seq_length: int = field(
+        default=256, metadata={"help": "Tokens per example, <s> and </s> included (BART: 512)."}
+    )
+    mask_ratio: float = field(
+        default=0.3, metadata={"help": "Share of the words hidden by text infilling (BART: 0.3)."}
+    )
+    poisson_lambda: float = field(
+        default=3.5, metadata={"help": "Mean span length of text infilling, in words (BART: 3.5)."}
+    )
+    random_ratio: float = field(
+        default=0.1, metadata={"help": "Share of the masks replaced by a random token instead."}
+    )
+    permute_sentences: float = field(
+        default=1.0, metadata={"help": "Share of each example's sentences shuffled (BART: 1.0)."}
+    )
     sentence_separator: str = field(
         default="none",
-        metadata={"help": "Token appended to every sentence, which travels with it when sentences are permuted: 'none' "
-                  "(boundaries come from the sentence splitter and stay out of the text, as in the BART paper's plain "
-                  "input), 'eos' (</s>, as fairseq does for mBART), or any token of the tokenizer."},
+        metadata={
+            "help": "Token appended to every sentence, which travels with it when sentences are permuted: 'none' "
+            "(boundaries come from the sentence splitter and stay out of the text, as in the BART paper's plain "
+            "input), 'eos' (</s>, as fairseq does for mBART), or any token of the tokenizer."
+        },
     )
-    rotate_ratio: float = field(default=0.0, metadata={"help": "Probability of rotating a document (BART's final recipe: 0)."})
-    num_reconstructions: int = field(default=4, metadata={"help": "Validation examples reconstructed with generate() for reconstructions.json."})
+    rotate_ratio: float = field(
+        default=0.0, metadata={"help": "Probability of rotating a document (BART's final recipe: 0)."}
+    )
+    num_reconstructions: int = field(
+        default=4, metadata={"help": "Validation examples reconstructed with generate() for reconstructions.json."}
+    )
 
 
 def reconstruction_accuracy(eval_prediction) -> dict[str, float]:
@@ -66,8 +88,13 @@ def reconstruction_accuracy(eval_prediction) -> dict[str, float]:
 
 
 def main(argv=None):
-    bart_args, model_args, data_args, training_args = parse_recipe_arguments((BartArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    bart_args, model_args, data_args, training_args = parse_recipe_arguments(
+        (BartArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
     training_args.remove_unused_columns = False  # sentence_lengths feed the collator
@@ -81,7 +108,9 @@ def main(argv=None):
             tokenizer=tokenizer, max_seq_length=bart_args.max_seq_length, num_proc=model_args.preprocessing_num_workers,
             sentence_separator_id=separator_id(tokenizer, bart_args.sentence_separator),
         )  # fmt: skip
-        train_examples = shuffle_stream(build_denoising_examples(data.train, **options), data_args.shuffle_buffer_size, training_args.seed)
+        train_examples = shuffle_stream(
+            build_denoising_examples(data.train, **options), data_args.shuffle_buffer_size, training_args.seed
+        )
         eval_examples = None if data.eval is None else build_denoising_examples(data.eval, **options)
     noise = dict(
         tokenizer=tokenizer, mask_ratio=bart_args.mask_ratio, poisson_lambda=bart_args.poisson_lambda, random_ratio=bart_args.random_ratio,
@@ -105,7 +134,14 @@ def main(argv=None):
     metrics = train_and_evaluate(trainer, training_args, eval_examples is not None)
     if trainer.is_world_process_zero():
         if eval_examples is not None and bart_args.num_reconstructions > 0:
-            rows = reconstruct(model, tokenizer, copy.deepcopy(eval_collator), eval_examples, bart_args.num_reconstructions, bart_args.max_seq_length)
+            rows = reconstruct(
+                model,
+                tokenizer,
+                copy.deepcopy(eval_collator),
+                eval_examples,
+                bart_args.num_reconstructions,
+                bart_args.max_seq_length,
+            )
             with open(os.path.join(training_args.output_dir, "reconstructions.json"), "w") as handle:
                 json.dump(rows, handle, indent=1)
             exact = {"generate_exact_match": sum(row["exact_match"] for row in rows) / len(rows)}
@@ -114,8 +150,17 @@ def main(argv=None):
             metrics.update(exact)
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     trainer.model_card_text = write_language_model_card(
-        training_args.output_dir, model, "bart", "denoising (text infilling and sentence permutation)", "Lewis et al. 2020", data.description,
-        tokenizer, training_summary(training_args), metrics, repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+        training_args.output_dir,
+        model,
+        "bart",
+        "denoising (text infilling and sentence permutation)",
+        "Lewis et al. 2020",
+        data.description,
+        tokenizer,
+        training_summary(training_args),
+        metrics,
+        repo_id=training_args.hub_model_id,
+        write=trainer.is_world_process_zero(),
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
     return metrics
@@ -128,27 +173,42 @@ def separator_id(tokenizer, separator: str) -> int | None:
     token = tokenizer.eos_token if separator == "eos" else separator
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ValueError(f"--sentence_separator {separator!r} is not a token of the tokenizer; pass 'none', 'eos' or one of its tokens.")
+        raise ValueError(
+            f"--sentence_separator {separator!r} is not a token of the tokenizer; pass 'none', 'eos' or one of its tokens."
+        )
     return token_id
 
 
 def reconstruct(model, tokenizer, collator, examples, count: int, max_length: int) -> list[dict[str, str]]:
     """Noise the first ``count`` examples, let the model reconstruct them greedily, and return
     ``{"noised", "reconstructed", "original", "exact_match"}`` rows (texts keep their special tokens)."""
-    first = examples.take(count) if isinstance(examples, datasets.IterableDataset) else examples.select(range(min(count, len(examples))))
+    first = (
+        examples.take(count)
+        if isinstance(examples, datasets.IterableDataset)
+        else examples.select(range(min(count, len(examples))))
+    )
     batch = collator(list(first))
     model.eval()
     generated = model.generate(
         input_ids=batch["input_ids"].to(model.device), attention_mask=batch["attention_mask"].to(model.device),
         max_length=max_length + 1, num_beams=1, do_sample=False,
     ).cpu()  # fmt: skip
-    generated = generated[:, 1:]  # generate() starts every output with the decoder start token, which labels do not hold
+    generated = generated[
+        :, 1:
+    ]  # generate() starts every output with the decoder start token, which labels do not hold
     originals = batch["labels"].masked_fill(batch["labels"] == -100, tokenizer.pad_token_id)
     decode = lambda ids: tokenizer.batch_decode(ids, skip_special_tokens=False)  # noqa: E731 (keep <mask> visible)
     clean = lambda texts: [text.replace(tokenizer.pad_token, "").strip() for text in texts]  # noqa: E731
     return [
-        {"noised": noised, "reconstructed": reconstructed, "original": original, "exact_match": reconstructed == original}
-        for noised, reconstructed, original in zip(clean(decode(batch["input_ids"])), clean(decode(generated)), clean(decode(originals)))
+        {
+            "noised": noised,
+            "reconstructed": reconstructed,
+            "original": original,
+            "exact_match": reconstructed == original,
+        }
+        for noised, reconstructed, original in zip(
+            clean(decode(batch["input_ids"])), clean(decode(generated)), clean(decode(originals))
+        )
     ]
 
 

@@ -30,7 +30,13 @@ from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples, check_nsp_pairs
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
+from hfssl.training.language_models import (
+    LanguageModelArguments,
+    LanguageModelTrainer,
+    build_language_model,
+    build_tokenizer,
+    train_and_evaluate,
+)
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -39,12 +45,23 @@ logger = logging.getLogger(__name__)
 @dataclass
 class BertArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Tokens per sentence pair, [CLS] and [SEP]s included."})
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens selected for the masked-LM loss."})
-    whole_word_mask: bool = field(default=False, metadata={"help": "Select whole words (a token and its ## pieces) for masking."})
-    short_seq_prob: float = field(default=0.1, metadata={"help": "Probability of a shorter target length for a pair (Google's default)."})
-    dupe_factor: int = field(default=1, metadata={"help": "Passes over each document when building pairs (different splits each)."})
+    mlm_probability: float = field(
+        default=0.15, metadata={"help": "Share of the tokens selected for the masked-LM loss."}
+    )
+    whole_word_mask: bool = field(
+        default=False, metadata={"help": "Select whole words (a token and its ## pieces) for masking."}
+    )
+    short_seq_prob: float = field(
+        default=0.1, metadata={"help": "Probability of a shorter target length for a pair (Google's default)."}
+    )
+    dupe_factor: int = field(
+        default=1, metadata={"help": "Passes over each document when building pairs (different splits each)."}
+    )
     next_sentence_prediction: bool = field(
-        default=True, metadata={"help": "Train the next-sentence head too (False: the masked-LM loss alone, on the same sentence pairs)."}
+        default=True,
+        metadata={
+            "help": "Train the next-sentence head too (False: the masked-LM loss alone, on the same sentence pairs)."
+        },
     )
 
 
@@ -62,8 +79,13 @@ def bert_metrics(eval_prediction) -> dict[str, float]:
 
 
 def main(argv=None):
-    bert_args, model_args, data_args, training_args = parse_recipe_arguments((BertArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    bert_args, model_args, data_args, training_args = parse_recipe_arguments(
+        (BertArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
     training_args.label_names = ["labels", "next_sentence_label"] if bert_args.next_sentence_prediction else ["labels"]
@@ -79,13 +101,19 @@ def main(argv=None):
         num_proc=model_args.preprocessing_num_workers,
     )  # fmt: skip
     with training_args.main_process_first(desc="building next-sentence pairs"):
-        train_pairs = build_nsp_examples(data.train, dupe_factor=bert_args.dupe_factor, seed=training_args.seed, **options)
+        train_pairs = build_nsp_examples(
+            data.train, dupe_factor=bert_args.dupe_factor, seed=training_args.seed, **options
+        )
         train_pairs = shuffle_stream(train_pairs, data_args.shuffle_buffer_size, training_args.seed)
-        eval_pairs = None if data.eval is None else build_nsp_examples(data.eval, seed=training_args.seed + 1, **options)
+        eval_pairs = (
+            None if data.eval is None else build_nsp_examples(data.eval, seed=training_args.seed + 1, **options)
+        )
     for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
         if pairs is not None:
             check_nsp_pairs(pairs, split, labels_used=bert_args.next_sentence_prediction)
-    collator = dict(tokenizer=tokenizer, mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask)
+    collator = dict(
+        tokenizer=tokenizer, mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask
+    )
 
     trainer = LanguageModelTrainer(
         model=model,
@@ -94,17 +122,30 @@ def main(argv=None):
         eval_dataset=eval_pairs,
         data_collator=DataCollatorForBertPretraining(**collator),
         collate_in_training_step=True,
-        eval_data_collator=DataCollatorForBertPretraining(**collator, seed=training_args.seed, worker_seed_from_id=True),
+        eval_data_collator=DataCollatorForBertPretraining(
+            **collator, seed=training_args.seed, worker_seed_from_id=True
+        ),
         processing_class=tokenizer,
         compute_metrics=bert_metrics,
     )
     metrics = train_and_evaluate(trainer, training_args, eval_pairs is not None)
     if trainer.is_world_process_zero():
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
-    objective = "masked language modelling" + (" and next-sentence prediction" if bert_args.next_sentence_prediction else "")
+    objective = "masked language modelling" + (
+        " and next-sentence prediction" if bert_args.next_sentence_prediction else ""
+    )
     trainer.model_card_text = write_language_model_card(
-        training_args.output_dir, model, "bert", objective, "Devlin et al. 2019", data.description, tokenizer,
-        training_summary(training_args), metrics, repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+        training_args.output_dir,
+        model,
+        "bert",
+        objective,
+        "Devlin et al. 2019",
+        data.description,
+        tokenizer,
+        training_summary(training_args),
+        metrics,
+        repo_id=training_args.hub_model_id,
+        write=trainer.is_world_process_zero(),
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
     return metrics

@@ -30,7 +30,13 @@ from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
 from hfssl.training import parse_recipe_arguments
-from hfssl.training.language_models import LanguageModelArguments, LanguageModelTrainer, build_language_model, build_tokenizer, train_and_evaluate
+from hfssl.training.language_models import (
+    LanguageModelArguments,
+    LanguageModelTrainer,
+    build_language_model,
+    build_tokenizer,
+    train_and_evaluate,
+)
 from hfssl.training.model_card import training_summary, write_language_model_card
 
 logger = logging.getLogger(__name__)
@@ -38,14 +44,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GPTArguments:
-    block_size: int = field(default=256, metadata={"help": "Tokens per training block (documents are packed, separated by end-of-text)."})
-    generation_prompt: str = field(default="The", metadata={"help": "Prompt of the sample continuation written to generated.txt."})
+    block_size: int = field(
+        default=256, metadata={"help": "Tokens per training block (documents are packed, separated by end-of-text)."}
+    )
+    generation_prompt: str = field(
+        default="The", metadata={"help": "Prompt of the sample continuation written to generated.txt."}
+    )
     generation_max_new_tokens: int = field(default=40, metadata={"help": "Tokens generated for the sample."})
 
 
 def main(argv=None):
-    gpt_args, model_args, data_args, training_args = parse_recipe_arguments((GPTArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    gpt_args, model_args, data_args, training_args = parse_recipe_arguments(
+        (GPTArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
@@ -56,7 +71,11 @@ def main(argv=None):
     with training_args.main_process_first(desc="packing the documents"):
         train_blocks = pack_documents(data.train, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
         train_blocks = shuffle_stream(train_blocks, data_args.shuffle_buffer_size, training_args.seed)
-        eval_blocks = None if data.eval is None else pack_documents(data.eval, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
+        eval_blocks = (
+            None
+            if data.eval is None
+            else pack_documents(data.eval, tokenizer, gpt_args.block_size, model_args.preprocessing_num_workers)
+        )
 
     # --prediction_loss_only and --batch_eval_metrics leave no room for the per-token sums: perplexity then comes from eval_loss
     exact = not (training_args.prediction_loss_only or training_args.batch_eval_metrics)
@@ -78,8 +97,17 @@ def main(argv=None):
             handle.write(sample + "\n")
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     trainer.model_card_text = write_language_model_card(
-        training_args.output_dir, model, "gpt", "causal language modelling", "Radford et al. 2018/2019", data.description, tokenizer,
-        training_summary(training_args), metrics, repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+        training_args.output_dir,
+        model,
+        "gpt",
+        "causal language modelling",
+        "Radford et al. 2018/2019",
+        data.description,
+        tokenizer,
+        training_summary(training_args),
+        metrics,
+        repo_id=training_args.hub_model_id,
+        write=trainer.is_world_process_zero(),
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
     return metrics
@@ -91,7 +119,9 @@ def summed_token_nll(logits, labels: torch.Tensor) -> torch.Tensor:
     logits = logits[0] if isinstance(logits, tuple) else logits
     targets = labels[:, 1:]
     real = targets != -100
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none"
+    )
     return torch.stack([(nll * real).sum(dim=1), real.sum(dim=1).float()], dim=1)
 
 
@@ -114,7 +144,9 @@ def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     """Greedy continuation of ``prompt`` (the prompt included)."""
     encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
     model.eval()
-    output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    output = model.generate(
+        **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
     return tokenizer.decode(output[0], skip_special_tokens=True)
 
 

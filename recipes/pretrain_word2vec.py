@@ -39,29 +39,46 @@ logger = logging.getLogger(__name__)
 class Word2VecArguments:
     sg: bool = field(default=True, metadata={"help": "Skip-gram (1) or CBOW (0)."})
     vector_size: int = field(default=100, metadata={"help": "Width of the word vectors."})
-    window: int = field(default=5, metadata={"help": "Largest center-context distance; each center draws its own in [1, window]."})
+    window: int = field(
+        default=5, metadata={"help": "Largest center-context distance; each center draws its own in [1, window]."}
+    )
     negative: int = field(default=5, metadata={"help": "Negative samples per positive."})
-    ns_exponent: float = field(default=0.75, metadata={"help": "Exponent of the counts in the negative-sampling distribution."})
+    ns_exponent: float = field(
+        default=0.75, metadata={"help": "Exponent of the counts in the negative-sampling distribution."}
+    )
     sample: float = field(default=1e-3, metadata={"help": "Subsampling threshold of frequent words (0: off)."})
     cbow_mean: bool = field(default=True, metadata={"help": "CBOW: mean (1) or sum (0) of the context vectors."})
     min_count: int = field(default=5, metadata={"help": "Words seen fewer times are left out of the vocabulary."})
-    max_vocab_size: Optional[int] = field(default=None, metadata={"help": "Keep at most this many words (the most frequent)."})
-    tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "A saved word-level tokenizer (e.g. a previous run's directory) to use as the vocabulary."}
+    max_vocab_size: Optional[int] = field(
+        default=None, metadata={"help": "Keep at most this many words (the most frequent)."}
     )
-    word_pattern: str = field(default=WORD_PATTERN, metadata={"help": "Regular expression of a word; text between matches is dropped."})
+    tokenizer_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "A saved word-level tokenizer (e.g. a previous run's directory) to use as the vocabulary."},
+    )
+    word_pattern: str = field(
+        default=WORD_PATTERN, metadata={"help": "Regular expression of a word; text between matches is dropped."}
+    )
     lowercase: bool = field(default=True, metadata={"help": "Lower-case text before matching words."})
-    sentence_unit: str = field(default="paragraph", metadata={"help": f"What windows never cross: one of {SENTENCE_UNITS}."})
-    max_sentence_length: int = field(default=10_000, metadata={"help": "Longer sentences are cut into pieces of this many words."})
+    sentence_unit: str = field(
+        default="paragraph", metadata={"help": f"What windows never cross: one of {SENTENCE_UNITS}."}
+    )
+    max_sentence_length: int = field(
+        default=10_000, metadata={"help": "Longer sentences are cut into pieces of this many words."}
+    )
     shared_negatives: bool = field(
-        default=False, metadata={"help": "Skip-gram: the pairs of a window share its negatives (faster; Ji et al. 2016)."}
+        default=False,
+        metadata={"help": "Skip-gram: the pairs of a window share its negatives (faster; Ji et al. 2016)."},
     )
     loss_implementation: str = field(
         default="auto",
-        metadata={"help": "'auto' (sequential on CPU, fused on GPU), 'sequential' (compiled CPU kernel), 'fused' (torch) or 'autograd' (reference)."},
+        metadata={
+            "help": "'auto' (sequential on CPU, fused on GPU), 'sequential' (compiled CPU kernel), 'fused' (torch) or 'autograd' (reference)."
+        },
     )
     most_similar_words: str = field(
-        default="king,woman,france,house,good,day", metadata={"help": "Comma-separated words whose nearest neighbours are reported."}
+        default="king,woman,france,house,good,day",
+        metadata={"help": "Comma-separated words whose nearest neighbours are reported."},
     )
 
 
@@ -69,9 +86,13 @@ def build_vocabulary(args: Word2VecArguments, train) -> PreTrainedTokenizerFast:
     if args.tokenizer_name:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer_name)
         if tokenizer.unk_token_id is None:
-            raise ValueError(f"The tokenizer at {args.tokenizer_name} has no unknown token; word2vec needs a word-level tokenizer with one.")
+            raise ValueError(
+                f"The tokenizer at {args.tokenizer_name} has no unknown token; word2vec needs a word-level tokenizer with one."
+            )
         return tokenizer
-    return train_word_level_tokenizer(iter_texts(train), args.min_count, args.max_vocab_size, args.word_pattern, args.lowercase)
+    return train_word_level_tokenizer(
+        iter_texts(train), args.min_count, args.max_vocab_size, args.word_pattern, args.lowercase
+    )
 
 
 def resumed_epoch(checkpoint: Optional[str]) -> float:
@@ -83,8 +104,13 @@ def resumed_epoch(checkpoint: Optional[str]) -> float:
 
 
 def main(argv=None):
-    w2v_args, data_args, training_args = parse_recipe_arguments((Word2VecArguments, TextDataArguments, Word2VecTrainingArguments), argv)
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO if training_args.should_log else logging.WARNING)
+    w2v_args, data_args, training_args = parse_recipe_arguments(
+        (Word2VecArguments, TextDataArguments, Word2VecTrainingArguments), argv
+    )
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
@@ -95,7 +121,11 @@ def main(argv=None):
     counts = corpus.word_counts(len(tokenizer))
     logger.info(
         "Vocabulary of %d words; %d in-vocabulary words of %d in %d sentences (%d documents).",
-        len(tokenizer) - 1, len(corpus.token_ids), corpus.num_raw_words, corpus.num_sentences, corpus.num_documents,
+        len(tokenizer) - 1,
+        len(corpus.token_ids),
+        corpus.num_raw_words,
+        corpus.num_sentences,
+        corpus.num_documents,
     )
     config = Word2VecConfig(
         vocab_size=len(tokenizer), vector_size=w2v_args.vector_size, sg=w2v_args.sg, window=w2v_args.window, negative=w2v_args.negative,
@@ -108,7 +138,9 @@ def main(argv=None):
     model.set_tokenizer(tokenizer)
     eval_dataset = None
     if data.eval is not None:
-        eval_dataset = SentenceDataset(encode_corpus(tokenizer, iter_texts(data.eval), w2v_args.sentence_unit, w2v_args.max_sentence_length))
+        eval_dataset = SentenceDataset(
+            encode_corpus(tokenizer, iter_texts(data.eval), w2v_args.sentence_unit, w2v_args.max_sentence_length)
+        )
 
     trainer = Word2VecTrainer(
         model=model,
@@ -123,7 +155,9 @@ def main(argv=None):
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     train_metrics = dict(train_result.metrics)
     # gensim's words/s: raw words (unknown ones included) of the epochs run, over the wall time
-    train_metrics["words_per_second"] = corpus.num_raw_words * (trainer.state.epoch - start_epoch) / train_metrics["train_runtime"]
+    train_metrics["words_per_second"] = (
+        corpus.num_raw_words * (trainer.state.epoch - start_epoch) / train_metrics["train_runtime"]
+    )
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)
     trainer.save_state()
@@ -143,8 +177,13 @@ def main(argv=None):
             logger.info("most similar to %r: %s", word, ", ".join(f"{w} ({s:.2f})" for w, s in near[:5]))
         model.save_word2vec_format(os.path.join(training_args.output_dir, "vectors.txt"))
     trainer.model_card_text = write_word2vec_model_card(
-        training_args.output_dir, model, data.description, training_summary(training_args, optimizer="SGD, linear decay to min_alpha"), metrics,
-        repo_id=training_args.hub_model_id, write=trainer.is_world_process_zero(),
+        training_args.output_dir,
+        model,
+        data.description,
+        training_summary(training_args, optimizer="SGD, linear decay to min_alpha"),
+        metrics,
+        repo_id=training_args.hub_model_id,
+        write=trainer.is_world_process_zero(),
     )
     trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and vectors
     return metrics

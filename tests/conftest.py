@@ -15,19 +15,34 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"The shared data folder is missing at {SHARED_DATA}; tests need ../shared/data beside the checkout.")
+        pytest.fail(
+            f"The shared data folder is missing at {SHARED_DATA}; tests need ../shared/data beside the checkout."
+        )
     return SHARED_DATA
 
 
 def tiny_vit_config(image_size: int = 16, num_channels: int = 3) -> dict:
     return dict(
-        model_type="vit", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=image_size, patch_size=4, num_channels=num_channels,
+        model_type="vit",
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=image_size,
+        patch_size=4,
+        num_channels=num_channels,
     )
 
 
 def tiny_resnet_config(num_channels: int = 3) -> dict:
-    return dict(model_type="resnet", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_channels=num_channels)
+    return dict(
+        model_type="resnet",
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        num_channels=num_channels,
+    )
 
 
 def tiny_convnext_config(num_channels: int = 3) -> dict:
@@ -54,6 +69,8 @@ def launch_two_processes(recipe: str, arguments: list[str], cwd: pathlib.Path, t
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
         "--num_processes", "2", str(REPO_ROOT / "recipes" / recipe), *arguments,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result

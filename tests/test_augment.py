@@ -8,8 +8,16 @@ from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
 
 import hfssl.augment as augment_module
-from hfssl.augment import _adjust_hue, _gaussian_blur
-from hfssl.augment import EvalTransform, ViewGenerator, ViewRecipe, match_channels, simclr_recipe, simclr_view_generator
+from hfssl.augment import (
+    EvalTransform,
+    ViewGenerator,
+    ViewRecipe,
+    _adjust_hue,
+    _gaussian_blur,
+    match_channels,
+    simclr_recipe,
+    simclr_view_generator,
+)
 from hfssl.preprocessing import make_image_processor
 
 
@@ -56,8 +64,14 @@ def test_channel_conversion_both_ways():
 
 
 def test_identity_recipe_only_crops_and_normalises():
-    recipe = ViewRecipe(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_probability=0.0, color_jitter_probability=0.0,
-                        grayscale_probability=0.0, blur_probability=0.0)
+    recipe = ViewRecipe(
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_probability=0.0,
+        color_jitter_probability=0.0,
+        grayscale_probability=0.0,
+        blur_probability=0.0,
+    )
     images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     view = ViewGenerator([recipe], 8, num_channels=3, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))(images)[0]
     torch.testing.assert_close(view, images.float() / 255, atol=1e-5, rtol=0)
@@ -75,10 +89,12 @@ def test_eval_transform_matches_saved_image_processor(num_channels):
     from PIL import Image
 
     # a one-channel checkpoint's processor takes greyscale ("L") images, as README says
-    array = np.random.default_rng(0).integers(0, 256, (16, 16, 3)[:3 if num_channels == 3 else 2], dtype=np.uint8)
+    array = np.random.default_rng(0).integers(0, 256, (16, 16, 3)[: 3 if num_channels == 3 else 2], dtype=np.uint8)
     processor = make_image_processor(16, num_channels=num_channels)
     expected = processor(images=[Image.fromarray(array)], return_tensors="pt")["pixel_values"]
-    images = torch.from_numpy(array).permute(2, 0, 1)[None] if num_channels == 3 else torch.from_numpy(array)[None, None]
+    images = (
+        torch.from_numpy(array).permute(2, 0, 1)[None] if num_channels == 3 else torch.from_numpy(array)[None, None]
+    )
     actual = EvalTransform(16, num_channels=num_channels)(images)
     assert actual.shape == expected.shape == (1, num_channels, 16, 16)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
@@ -92,7 +108,9 @@ UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 def _view(recipe, images, size=None, **kwargs):
-    return ViewGenerator([recipe], size or images.shape[-1], num_channels=images.shape[1], **{**UNIT, **kwargs})(images)[0]
+    return ViewGenerator([recipe], size or images.shape[-1], num_channels=images.shape[1], **{**UNIT, **kwargs})(
+        images
+    )[0]
 
 
 @pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.2, 0.4), (0.5, 2.0))])
@@ -100,9 +118,16 @@ def test_crop_area_and_aspect_ratio_stay_in_the_recipe_ranges(scale, ratio):
     # pixel (i, j) holds (j, i, 0): the view's values are the input coordinates it sampled
     side, size, count = 64, 16, 300
     coords = torch.arange(side, dtype=torch.uint8)
-    image = torch.stack([coords.expand(side, side), coords[:, None].expand(side, side), torch.zeros(side, side, dtype=torch.uint8)])
+    image = torch.stack(
+        [coords.expand(side, side), coords[:, None].expand(side, side), torch.zeros(side, side, dtype=torch.uint8)]
+    )
     torch.manual_seed(0)
-    view = _view(ViewRecipe(crop_scale=scale, crop_ratio=ratio, **PLAIN), image.expand(count, -1, -1, -1).contiguous(), size) * 255
+    view = (
+        _view(
+            ViewRecipe(crop_scale=scale, crop_ratio=ratio, **PLAIN), image.expand(count, -1, -1, -1).contiguous(), size
+        )
+        * 255
+    )
     x, y = view[:, 0, size // 2], view[:, 1, :, size // 2]  # sampled columns along a row, rows along a column
     # inside the box the sampled coordinate is left + (u + 0.5) * w / S - 0.5: exact on a linear ramp
     w = (x[:, -3] - x[:, 2]) / (size - 5) * size
@@ -119,7 +144,9 @@ def test_crop_area_and_aspect_ratio_stay_in_the_recipe_ranges(scale, ratio):
     assert ((w + 0.5) / (h - 0.5) >= ratio[0]).all() and ((w - 0.5) / (h + 0.5) <= ratio[1]).all()
     # and the draws cover the ranges
     fraction, log_ratio = w * h / area, (w / h).log()
-    assert fraction.min() < scale[0] + 0.1 * (scale[1] - scale[0]) and fraction.max() > scale[1] - 0.15 * (scale[1] - scale[0])
+    assert fraction.min() < scale[0] + 0.1 * (scale[1] - scale[0]) and fraction.max() > scale[1] - 0.15 * (
+        scale[1] - scale[0]
+    )
     span = math.log(ratio[1]) - math.log(ratio[0])
     assert log_ratio.min() < math.log(ratio[0]) + 0.15 * span and log_ratio.max() > math.log(ratio[1]) - 0.15 * span
 
@@ -127,7 +154,9 @@ def test_crop_area_and_aspect_ratio_stay_in_the_recipe_ranges(scale, ratio):
 def test_crop_that_cannot_fit_falls_back_to_the_centre_crop():
     recipe = ViewRecipe(crop_scale=(0.5, 0.5), crop_ratio=(1.0, 1.0), **PLAIN)
     wide = torch.randint(0, 256, (4, 3, 8, 32), dtype=torch.uint8)  # no 1:1 crop of half the area fits
-    torch.testing.assert_close(_view(recipe, wide, 8), wide[..., 12:20].float() / 255, atol=1e-5, rtol=0)  # the middle (8, 8)
+    torch.testing.assert_close(
+        _view(recipe, wide, 8), wide[..., 12:20].float() / 255, atol=1e-5, rtol=0
+    )  # the middle (8, 8)
     tall = wide.transpose(2, 3).contiguous()
     torch.testing.assert_close(_view(recipe, tall, 8), tall[..., 12:20, :].float() / 255, atol=1e-5, rtol=0)
 
@@ -140,7 +169,9 @@ def test_flip_probability_one_mirrors_exactly():
 
 def test_identity_recipe_returns_the_input_for_greyscale_and_single_channel_backbones():
     grey = torch.randint(0, 256, (3, 1, 10, 10), dtype=torch.uint8)
-    torch.testing.assert_close(_view(ViewRecipe(**WHOLE_IMAGE, **PLAIN), grey, mean=(0.0,), std=(1.0,)), grey.float() / 255, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        _view(ViewRecipe(**WHOLE_IMAGE, **PLAIN), grey, mean=(0.0,), std=(1.0,)), grey.float() / 255, atol=1e-5, rtol=0
+    )
     colour = torch.randint(0, 256, (3, 3, 10, 10), dtype=torch.uint8)
     view = ViewGenerator([ViewRecipe(**WHOLE_IMAGE, **PLAIN)], 10, num_channels=1, mean=(0.0,), std=(1.0,))(colour)[0]
     torch.testing.assert_close(view, rgb_to_grayscale(colour.float() / 255), atol=1e-5, rtol=0)
@@ -173,7 +204,9 @@ def test_degenerate_jitter_ranges_match_torchvision_formulas():
         "hue": (0.25, adjust_hue(unit, 0.25 * 2 * math.pi)),
     }
     for name, (factor, result) in expected.items():
-        torch.testing.assert_close(_view(_jitter_only(**{name: (factor, factor)}), x), result, atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(
+            _view(_jitter_only(**{name: (factor, factor)}), x), result, atol=1e-5, rtol=0, msg=name
+        )
 
 
 def test_closed_form_hue_matches_kornia_adjust_hue():
@@ -189,10 +222,17 @@ def test_closed_form_hue_matches_kornia_adjust_hue():
 def test_blur_matches_kornia_gaussian_blur():
     torch.manual_seed(0)
     images, sigma = torch.rand(4, 3, 20, 20), torch.tensor([0.1, 0.7, 1.3, 2.0])
-    torch.testing.assert_close(_gaussian_blur(images, sigma, 5), gaussian_blur2d(images, (5, 5), sigma[:, None].expand(-1, 2)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        _gaussian_blur(images, sigma, 5),
+        gaussian_blur2d(images, (5, 5), sigma[:, None].expand(-1, 2)),
+        atol=1e-6,
+        rtol=0,
+    )
     x = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
     recipe = ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "blur_probability": 1.0}, blur_sigma=(1.5, 1.5))
-    torch.testing.assert_close(_view(recipe, x), gaussian_blur2d(x.float() / 255, (5, 5), (1.5, 1.5)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        _view(recipe, x), gaussian_blur2d(x.float() / 255, (5, 5), (1.5, 1.5)), atol=1e-5, rtol=0
+    )
 
 
 def test_grayscale_and_solarize_with_probability_one():
@@ -212,7 +252,9 @@ def test_parameters_are_drawn_per_image():
 
 def test_views_are_deterministic_under_a_seed_and_independent_of_cpu_chunking(monkeypatch):
     x = torch.randint(0, 256, (10, 3, 24, 24), dtype=torch.uint8)
-    generator = ViewGenerator([simclr_recipe(64), replace(simclr_recipe(64), solarize_probability=0.5)], 20, num_channels=3)
+    generator = ViewGenerator(
+        [simclr_recipe(64), replace(simclr_recipe(64), solarize_probability=0.5)], 20, num_channels=3
+    )
     torch.manual_seed(7)
     whole = generator(x)
     monkeypatch.setattr(augment_module, "_CHUNK_ELEMENTS", 1)  # one image per chunk

@@ -13,8 +13,8 @@ import os
 
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-import logging
 import copy
+import logging
 import math
 
 import datasets
@@ -24,7 +24,12 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples, pack_sentences, word_start_table
+from hfssl.data.denoising import (
+    DataCollatorForBartDenoising,
+    build_denoising_examples,
+    pack_sentences,
+    word_start_table,
+)
 from hfssl.data.sentences import segment_sentences
 from hfssl.tokenization import train_subword_tokenizer
 
@@ -45,7 +50,9 @@ def tokenizer(documents):
 
 @pytest.fixture(scope="module")
 def examples(documents, tokenizer) -> datasets.Dataset:
-    return build_denoising_examples(datasets.Dataset.from_dict({"text": documents}), tokenizer, max_seq_length=MAX_SEQ_LENGTH)
+    return build_denoising_examples(
+        datasets.Dataset.from_dict({"text": documents}), tokenizer, max_seq_length=MAX_SEQ_LENGTH
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +140,16 @@ def test_examples_pack_whole_sentences_within_max_seq_length(examples, documents
 
     # One document, read back: its examples hold its sentences in order, each " " + sentence.
     document = documents[3]
-    rows = build_denoising_examples(datasets.Dataset.from_dict({"text": [document]}), tokenizer, max_seq_length=MAX_SEQ_LENGTH)
+    rows = build_denoising_examples(
+        datasets.Dataset.from_dict({"text": [document]}), tokenizer, max_seq_length=MAX_SEQ_LENGTH
+    )
     decoded = [tokenizer.decode(sentence) for row in rows for sentence in _sentences(row)]
     sentences = segment_sentences(document)
     assert len(sentences) > 5 and "".join(decoded) == "".join(" " + sentence for sentence in sentences)
-    sentence_lengths = [len(ids) for ids in tokenizer([" " + sentence for sentence in sentences], add_special_tokens=False)["input_ids"]]
+    sentence_lengths = [
+        len(ids)
+        for ids in tokenizer([" " + sentence for sentence in sentences], add_special_tokens=False)["input_ids"]
+    ]
     assert max(sentence_lengths) > MAX_SEQ_LENGTH - 2  # this document has a sentence to cut
     assert len(decoded) == sum(math.ceil(length / (MAX_SEQ_LENGTH - 2)) for length in sentence_lengths)
     fitting = {" " + sentence for sentence, length in zip(sentences, sentence_lengths) if length <= MAX_SEQ_LENGTH - 2}
@@ -145,7 +157,9 @@ def test_examples_pack_whole_sentences_within_max_seq_length(examples, documents
 
 
 def test_long_sentences_are_cut_and_blank_or_one_sentence_documents_are_handled(tokenizer, caplog):
-    long_sentence = "The quick brown fox jumps over the lazy dog near the riverbank while the farmer watches in silence."
+    long_sentence = (
+        "The quick brown fox jumps over the lazy dog near the riverbank while the farmer watches in silence."
+    )
     texts = ["", "   \n\n ", "Only one sentence here.", long_sentence]
     with caplog.at_level(logging.INFO, logger="hfssl.data.denoising"):
         rows = build_denoising_examples(datasets.Dataset.from_dict({"text": texts}), tokenizer, max_seq_length=10)
@@ -155,7 +169,11 @@ def test_long_sentences_are_cut_and_blank_or_one_sentence_documents_are_handled(
     cut = [ids[1:-1] for ids in rows["input_ids"][1:]]
     assert len(cut) > 1 and all(len(piece) <= 8 for piece in cut)
     assert tokenizer.decode([token for piece in cut for token in piece]) == " " + long_sentence
-    assert pack_sentences([[5, 6, 7], [8], [9, 10, 11, 12, 13]], budget=4) == [([5, 6, 7, 8], [3, 1]), ([9, 10, 11, 12], [4]), ([13], [1])]
+    assert pack_sentences([[5, 6, 7], [8], [9, 10, 11, 12, 13]], budget=4) == [
+        ([5, 6, 7, 8], [3, 1]),
+        ([9, 10, 11, 12], [4]),
+        ([13], [1]),
+    ]
 
     # Permuting a one-sentence example changes nothing.
     batch = _collate(tokenizer, [rows[0]], mask_ratio=0.0)
@@ -301,12 +319,17 @@ def test_permutation_keeps_the_sentences_and_shuffles_them(tokenizer, rows):
         assert displaced <= math.ceil(0.3 * len(row["sentence_lengths"]))
 
     untouched = _collate(tokenizer, rows, mask_ratio=0.0, permute_sentences=0.0)
-    assert torch.equal(untouched["input_ids"][untouched["attention_mask"].bool()], untouched["labels"][untouched["labels"] != -100])
+    assert torch.equal(
+        untouched["input_ids"][untouched["attention_mask"].bool()], untouched["labels"][untouched["labels"] != -100]
+    )
 
 
 def test_separator_token_travels_with_its_sentence(documents, tokenizer):
     rows = build_denoising_examples(
-        datasets.Dataset.from_dict({"text": documents[:20]}), tokenizer, max_seq_length=MAX_SEQ_LENGTH, sentence_separator_id=EOS
+        datasets.Dataset.from_dict({"text": documents[:20]}),
+        tokenizer,
+        max_seq_length=MAX_SEQ_LENGTH,
+        sentence_separator_id=EOS,
     )
     # Every sentence ends with its separator, except the first pieces of a sentence cut at the budget.
     uncut = [sentence for row in rows for sentence in _sentences(row) if len(sentence) < MAX_SEQ_LENGTH - 2]
@@ -325,7 +348,9 @@ def test_rotation_moves_a_random_token_to_the_front(tokenizer, rows):
     for noised, original in zip(*_unpadded(batch)):
         assert noised[0] == BOS and noised[-1] == EOS
         body, original_body = noised[1:-1], original[1:-1]
-        matches = [shift for shift in range(len(original_body)) if original_body[shift:] + original_body[:shift] == body]
+        matches = [
+            shift for shift in range(len(original_body)) if original_body[shift:] + original_body[:shift] == body
+        ]
         assert matches
         offsets.append(matches[0] / len(original_body))
     assert 0.4 < np.mean(offsets) < 0.6  # uniform over the document
@@ -412,7 +437,9 @@ def test_seeded_noise_is_reproducible_and_workers_differ(tokenizer, rows):
     passes = []
     for _ in range(2):
         torch.randn(3)  # training in between moves the RNG torch draws worker seeds from
-        loader = torch.utils.data.DataLoader([rows[0]] * 4, batch_size=2, num_workers=2, collate_fn=copy.deepcopy(evaluation))
+        loader = torch.utils.data.DataLoader(
+            [rows[0]] * 4, batch_size=2, num_workers=2, collate_fn=copy.deepcopy(evaluation)
+        )
         passes.append([tuple(batch["input_ids"][0].tolist()) for batch in loader])
     assert passes[0] == passes[1] and passes[0][0] != passes[0][1]  # repeated; the two workers differ
 
@@ -435,6 +462,8 @@ def test_inserted_masks_never_push_the_input_past_max_length(tokenizer, rows):
     assert (loose["attention_mask"].sum(1) > original_lengths).any()  # the growth is real at lambda 1
     capped = _collate(tokenizer, rows, poisson_lambda=1.0, seed=0, max_length=64)
     lengths = capped["attention_mask"].sum(1)
-    assert capped["input_ids"].shape[1] <= 64 and (lengths == torch.clamp(loose["attention_mask"].sum(1), max=64)).all()
+    assert (
+        capped["input_ids"].shape[1] <= 64 and (lengths == torch.clamp(loose["attention_mask"].sum(1), max=64)).all()
+    )
     assert all(capped["input_ids"][i, lengths[i] - 1] == tokenizer.eos_token_id for i in range(len(rows)))
     assert torch.equal(capped["labels"], loose["labels"])

@@ -47,12 +47,16 @@ def tokenizer(documents):
 
 @pytest.fixture(scope="module")
 def examples(documents, tokenizer) -> datasets.Dataset:
-    return build_nsp_examples(datasets.Dataset.from_dict({"text": documents}), tokenizer, max_seq_length=MAX_SEQ_LENGTH, seed=0)
+    return build_nsp_examples(
+        datasets.Dataset.from_dict({"text": documents}), tokenizer, max_seq_length=MAX_SEQ_LENGTH, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
 def examples_without_short_targets(documents, tokenizer) -> datasets.Dataset:
-    return build_nsp_examples(datasets.Dataset.from_dict({"text": documents}), tokenizer, MAX_SEQ_LENGTH, short_seq_prob=0.0, seed=0)
+    return build_nsp_examples(
+        datasets.Dataset.from_dict({"text": documents}), tokenizer, MAX_SEQ_LENGTH, short_seq_prob=0.0, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +89,10 @@ def _segments(example: dict) -> tuple[list[int], list[int]]:
 
 def _collate_all(examples: datasets.Dataset, collator) -> list[tuple[list[dict], dict]]:
     rows = examples.to_list()
-    return [(rows[start : start + BATCH_SIZE], collator(rows[start : start + BATCH_SIZE])) for start in range(0, len(rows), BATCH_SIZE)]
+    return [
+        (rows[start : start + BATCH_SIZE], collator(rows[start : start + BATCH_SIZE]))
+        for start in range(0, len(rows), BATCH_SIZE)
+    ]
 
 
 # ----------------------------------------------------------------------------------------- pairs
@@ -121,7 +128,9 @@ def test_starts_word_follows_wordpiece_continuations(examples, tokenizer):
     for example in examples.select(range(300)):
         tokens = tokenizer.convert_ids_to_tokens(example["input_ids"])
         segment_starts = {1, example["token_type_ids"].index(1)}
-        for position, (token, starts, special) in enumerate(zip(tokens, example["starts_word"], example["special_tokens_mask"])):
+        for position, (token, starts, special) in enumerate(
+            zip(tokens, example["starts_word"], example["special_tokens_mask"])
+        ):
             if special:
                 assert starts == 0
             elif position in segment_starts:
@@ -132,7 +141,9 @@ def test_starts_word_follows_wordpiece_continuations(examples, tokenizer):
 
 def _documents_with_a_then_b(streams: list[str], a: str, b: str) -> list[int]:
     """Documents where ``b`` occurs after an occurrence of ``a``."""
-    return [index for index, stream in enumerate(streams) if a in stream and stream.find(b, stream.find(a) + len(a)) >= 0]
+    return [
+        index for index, stream in enumerate(streams) if a in stream and stream.find(b, stream.find(a) + len(a)) >= 0
+    ]
 
 
 def test_positive_pairs_are_a_document_continuation(examples, token_streams):
@@ -163,7 +174,9 @@ def test_next_sentence_labels_are_balanced(examples_without_short_targets, token
     """Google's rule: a coin decides for chunks of two or more sentences, and a chunk of one
     sentence always takes a random B. Without short targets a lone chunk is a sentence of at least
     ``MAX_NUM_TOKENS`` tokens or a document's last sentence, so their number is bounded."""
-    max_lone_chunks = sum(1 for document in tokenized if document) + sum(len(s.ids) >= MAX_NUM_TOKENS for d in tokenized for s in d)
+    max_lone_chunks = sum(1 for document in tokenized if document) + sum(
+        len(s.ids) >= MAX_NUM_TOKENS for d in tokenized for s in d
+    )
     labels = examples_without_short_targets["next_sentence_label"]
     total, random_next = len(labels), sum(labels)
     sigma = math.sqrt(total * 0.25)
@@ -206,8 +219,14 @@ def test_short_seq_prob_on_real_sentences(documents, tokenizer, examples, exampl
         lengths = [len(ids) for ids in examples["input_ids"]]
         return sum(length < MAX_SEQ_LENGTH for length in lengths) / len(lengths)
 
-    always_short = build_nsp_examples(datasets.Dataset.from_dict({"text": documents[:40]}), tokenizer, MAX_SEQ_LENGTH, 1.0, seed=0)
-    never, usually, always = share_shorter(examples_without_short_targets), share_shorter(examples), share_shorter(always_short)
+    always_short = build_nsp_examples(
+        datasets.Dataset.from_dict({"text": documents[:40]}), tokenizer, MAX_SEQ_LENGTH, 1.0, seed=0
+    )
+    never, usually, always = (
+        share_shorter(examples_without_short_targets),
+        share_shorter(examples),
+        share_shorter(always_short),
+    )
     assert never < 0.1  # only pairs at documents' ends
     assert never + 0.01 < usually < never + 0.1
     assert always > 0.4
@@ -215,7 +234,9 @@ def test_short_seq_prob_on_real_sentences(documents, tokenizer, examples, exampl
 
 def test_empty_and_one_sentence_documents(documents, tokenizer):
     def build(texts, **options):
-        return build_nsp_examples(datasets.Dataset.from_dict({"text": texts}), tokenizer, MAX_SEQ_LENGTH, seed=0, **options)
+        return build_nsp_examples(
+            datasets.Dataset.from_dict({"text": texts}), tokenizer, MAX_SEQ_LENGTH, seed=0, **options
+        )
 
     assert len(build([])) == 0 and build([]).features == NSP_FEATURES
     assert len(build(["", "  \n\n  "])) == 0
@@ -246,7 +267,10 @@ def test_degenerate_pair_sets_are_refused_or_flagged(documents, tokenizer, examp
         check_nsp_pairs(examples, "train")  # balanced: silent
         assert caplog.text == ""
         check_nsp_pairs(build(["One sentence.", "Another one.", "A third."] * 4), "train")  # one sentence per document
-        assert "100% of the train next-sentence pairs are random" in caplog.text and "--txt_sample_by paragraph" in caplog.text
+        assert (
+            "100% of the train next-sentence pairs are random" in caplog.text
+            and "--txt_sample_by paragraph" in caplog.text
+        )
         caplog.clear()
         check_nsp_pairs(build([documents[0]]), "eval")  # no other document for a random B
         assert "100% of the eval next-sentence pairs are real continuations" in caplog.text
@@ -265,10 +289,19 @@ def test_special_token_text_is_not_a_separator(tokenizer):
 def test_reproducible_with_a_seed(documents, tokenizer):
     dataset = datasets.Dataset.from_dict({"text": documents[:12]})
     first = build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3)
-    assert first.to_list() == build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3).to_list()
-    assert first.to_list() != build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=4, documents_per_batch=3).to_list()
+    assert (
+        first.to_list()
+        == build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3).to_list()
+    )
+    assert (
+        first.to_list()
+        != build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=4, documents_per_batch=3).to_list()
+    )
     # Two workers of 6 documents each begin their batches where one process does: same result.
-    assert first.to_list() == build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3, num_proc=2).to_list()
+    assert (
+        first.to_list()
+        == build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3, num_proc=2).to_list()
+    )
     twice = build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=3, documents_per_batch=3, dupe_factor=2)
     assert 1.7 * len(first) < len(twice) < 2.3 * len(first)
 
@@ -276,7 +309,9 @@ def test_reproducible_with_a_seed(documents, tokenizer):
 def test_streaming_dataset_gives_the_same_examples(documents, tokenizer):
     dataset = datasets.Dataset.from_dict({"text": documents[:10], "label": list(range(10))})
     built = build_nsp_examples(dataset, tokenizer, MAX_SEQ_LENGTH, seed=0)
-    assert list(build_nsp_examples(dataset.to_iterable_dataset(), tokenizer, MAX_SEQ_LENGTH, seed=0)) == built.to_list()
+    assert (
+        list(build_nsp_examples(dataset.to_iterable_dataset(), tokenizer, MAX_SEQ_LENGTH, seed=0)) == built.to_list()
+    )
 
 
 def test_bad_input_is_refused_with_a_clear_error(documents, tokenizer):
@@ -345,7 +380,10 @@ def test_batches_are_padded_and_specials_never_masked(examples, tokenizer):
     for rows, batch in _collate_all(examples.select(range(320)), collator):
         assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"}
         longest = max(len(example["input_ids"]) for example in rows)
-        assert batch["input_ids"].shape == (len(rows), math.ceil(longest / 8) * 8) and batch["input_ids"].dtype == torch.long
+        assert (
+            batch["input_ids"].shape == (len(rows), math.ceil(longest / 8) * 8)
+            and batch["input_ids"].dtype == torch.long
+        )
         assert batch["next_sentence_label"].tolist() == [example["next_sentence_label"] for example in rows]
         for row, example in enumerate(rows):
             length = len(example["input_ids"])
@@ -355,7 +393,9 @@ def test_batches_are_padded_and_specials_never_masked(examples, tokenizer):
             assert batch["attention_mask"][row].tolist() == [1] * length + [0] * (len(inputs) - length)
             assert batch["token_type_ids"][row].tolist() == example["token_type_ids"] + [0] * (len(inputs) - length)
             assert (inputs[length:] == tokenizer.pad_token_id).all() and (labels[length:] == IGNORE_INDEX).all()
-            assert (inputs[:length][special] == original[special]).all() and (labels[:length][special] == IGNORE_INDEX).all()
+            assert (inputs[:length][special] == original[special]).all() and (
+                labels[:length][special] == IGNORE_INDEX
+            ).all()
             chosen = labels[:length] != IGNORE_INDEX
             assert (labels[:length][chosen] == original[chosen]).all()
             assert (inputs[:length][~chosen] == original[~chosen]).all()
@@ -394,7 +434,9 @@ def test_whole_word_masking_masks_every_piece_of_a_word_or_none(examples, tokeni
             for word in _words(example):
                 assert len({chosen[position] for position in word}) == 1, word
                 multi_piece_words_masked += len(word) > 1 and chosen[word[0]]
-            assert not any(chosen[position] for position, special in enumerate(example["special_tokens_mask"]) if special)
+            assert not any(
+                chosen[position] for position, special in enumerate(example["special_tokens_mask"]) if special
+            )
             assert not any(chosen[len(example["input_ids"]) :])
             maskable += num_maskable
             selected += sum(chosen)
@@ -425,7 +467,9 @@ def test_collator_is_reproducible_with_a_seed(examples, tokenizer):
         again = DataCollatorForBertPretraining(tokenizer, seed=1, whole_word_mask=whole_word_mask)
         other = DataCollatorForBertPretraining(tokenizer, seed=2, whole_word_mask=whole_word_mask)
         batches = [first(rows[:32]), first(rows[32:])]
-        assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, [again(rows[:32]), again(rows[32:])]))
+        assert all(
+            torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, [again(rows[:32]), again(rows[32:])])
+        )
         assert not torch.equal(batches[0]["labels"], other(rows[:32])["labels"])
         assert not torch.equal(batches[0]["labels"], first(rows[:32])["labels"])  # the stream moves on
 
@@ -452,7 +496,9 @@ def test_eval_collator_seeded_by_worker_id_repeats_every_pass_with_workers(examp
 
     def one_pass(num_workers: int) -> torch.Tensor:
         torch.randn(3)  # training steps in between move the main RNG, from which torch draws worker seeds
-        loader = torch.utils.data.DataLoader(rows, batch_size=8, num_workers=num_workers, collate_fn=copy.deepcopy(collator))
+        loader = torch.utils.data.DataLoader(
+            rows, batch_size=8, num_workers=num_workers, collate_fn=copy.deepcopy(collator)
+        )
         return torch.cat([batch["labels"] for batch in loader])
 
     first = one_pass(2)
@@ -480,7 +526,9 @@ def test_a_batch_trains_bert_for_pretraining(examples, tokenizer):
         max_position_embeddings=MAX_SEQ_LENGTH, type_vocab_size=2,
     )  # fmt: skip
     model = BertForPreTraining(config)
-    batch = DataCollatorForBertPretraining(tokenizer, seed=0, whole_word_mask=True)(examples.select(range(8)).to_list())
+    batch = DataCollatorForBertPretraining(tokenizer, seed=0, whole_word_mask=True)(
+        examples.select(range(8)).to_list()
+    )
     output = model(**batch)
     assert torch.isfinite(output.loss) and output.loss > 0
     output.loss.backward()

@@ -56,7 +56,9 @@ def test_shared_corpus_from_files(corpus):
     first = corpus.train[0]["text"]
     assert isinstance(first, str) and len(first.split()) > 100
     # documents keep their paragraphs
-    assert sum("\n\n" in text for text in corpus.train["text"]) == 444  # Austen, Gutenberg, Wikipedia; a Bible chapter is one block
+    assert (
+        sum("\n\n" in text for text in corpus.train["text"]) == 444
+    )  # Austen, Gutenberg, Wikipedia; a Bible chapter is one block
     assert f"{CORPUS_TRAIN_DOCS} train / {CORPUS_VALIDATION_DOCS} eval" in corpus.description
 
 
@@ -64,7 +66,12 @@ def test_txt_sample_by_modes(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("First line of one.\nSecond line of one.\n\nOnly line of two.\n   \nAfter a blank-ish line.\n")
     by_line = _load(train_file=str(path), txt_sample_by="line").train
-    assert by_line["text"] == ["First line of one.", "Second line of one.", "Only line of two.", "After a blank-ish line."]
+    assert by_line["text"] == [
+        "First line of one.",
+        "Second line of one.",
+        "Only line of two.",
+        "After a blank-ish line.",
+    ]
     by_paragraph = _load(train_file=str(path), txt_sample_by="paragraph").train
     assert by_paragraph["text"][0] == "First line of one.\nSecond line of one."
     assert len(by_paragraph) == 2 and by_paragraph["text"][1].startswith("Only line of two.")
@@ -92,14 +99,21 @@ def test_compressed_tsv_and_txt(tmp_path, streaming):
     data = _load(train_file=str(tsv), label_column_name="label", streaming=streaming)
     assert list(data.train) == [{"text": "hello there", "label": 1}, {"text": "bye now", "label": 2}]
     data = _load(train_file=str(txt), txt_sample_by="paragraph", streaming=streaming)
-    assert [row["text"] for row in data.train] == ["one paragraph\nof two lines", "another\n"]  # as datasets' text builder
+    assert [row["text"] for row in data.train] == [
+        "one paragraph\nof two lines",
+        "another\n",
+    ]  # as datasets' text builder
     # the text column is resolved on the train split; an eval file without it is refused
-    with pytest.raises(ValueError, match=r"Text column 'sentence' does not exist in the validation split; it has columns \['text'\]"):
+    with pytest.raises(
+        ValueError, match=r"Text column 'sentence' does not exist in the validation split; it has columns \['text'\]"
+    ):
         _load(train_file=str(tsv), validation_file=str(txt), streaming=streaming)
 
 
 def test_label_column_named_text_is_renamed_safely(tmp_path):
-    path = _write_jsonl(tmp_path / "swap.jsonl", [{"body": "a document", "text": "topic-a"}, {"body": "another", "text": "topic-b"}])
+    path = _write_jsonl(
+        tmp_path / "swap.jsonl", [{"body": "a document", "text": "topic-a"}, {"body": "another", "text": "topic-b"}]
+    )
     train = _load(train_file=path, text_column_name="body", label_column_name="text").train
     assert train.column_names == ["text", "label"]
     assert train[0] == {"text": "a document", "label": "topic-a"}
@@ -140,7 +154,9 @@ def test_builtin_enwiki_sample(tmp_path):
 
 
 def test_builtin_enwiki_sample_held_out_eval(tmp_path):
-    data = _load(dataset_name="builtin:enwiki-sample", validation_split_percentage=10, cache_dir=str(tmp_path / "cache"))
+    data = _load(
+        dataset_name="builtin:enwiki-sample", validation_split_percentage=10, cache_dir=str(tmp_path / "cache")
+    )
     assert (len(data.train), len(data.eval)) == (ENWIKI_ARTICLES - 11, 11)
 
 
@@ -149,13 +165,18 @@ def test_wiki_to_plain_text():
         "{{Infobox|name=x}}\n'''Bold''' and ''italic'' [[Link target|link text]] <ref>cite</ref>end.\n"
         "Same paragraph.\n\n== Section ==\n* first item\n* second item\n"
     )
-    assert wiki_to_plain_text(raw) == "Bold and italic link text end. Same paragraph.\n\nSection\n\nfirst item second item"
+    assert (
+        wiki_to_plain_text(raw)
+        == "Bold and italic link text end. Same paragraph.\n\nSection\n\nfirst item second item"
+    )
 
 
 def test_streaming_jsonl(shared_data):
     data = _load(
-        train_file=_corpus(shared_data, "train"), validation_file=_corpus(shared_data, "validation"),
-        streaming=True, max_train_samples=5,
+        train_file=_corpus(shared_data, "train"),
+        validation_file=_corpus(shared_data, "validation"),
+        streaming=True,
+        max_train_samples=5,
     )
     assert isinstance(data.train, datasets.IterableDataset) and isinstance(data.eval, datasets.IterableDataset)
     rows = list(data.train)
@@ -218,12 +239,24 @@ def test_empty_documents_are_dropped_with_a_warning(tmp_path, caplog):
 
 def test_parsed_by_hf_argument_parser_beside_training_arguments(tmp_path):
     parser = HfArgumentParser((TextDataArguments, TrainingArguments))
-    data_args, training_args = parser.parse_args_into_dataclasses([
-        "--train_file", "a.txt", "--txt_sample_by", "paragraph", "--streaming", "--max_train_samples", "10",
-        "--output_dir", str(tmp_path),
-    ])
+    data_args, training_args = parser.parse_args_into_dataclasses(
+        [
+            "--train_file",
+            "a.txt",
+            "--txt_sample_by",
+            "paragraph",
+            "--streaming",
+            "--max_train_samples",
+            "10",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     assert (data_args.train_file, data_args.txt_sample_by, data_args.streaming, data_args.max_train_samples) == (
-        "a.txt", "paragraph", True, 10
+        "a.txt",
+        "paragraph",
+        True,
+        10,
     )
     assert data_args.validation_split_percentage == 0 and data_args.split_seed == 0
 
@@ -232,18 +265,24 @@ def test_parsed_by_hf_argument_parser_beside_training_arguments(tmp_path):
 
 
 def test_missing_text_column_lists_the_columns(shared_data):
-    with pytest.raises(ValueError, match=r"Text column 'body' does not exist.*\['source', 'title', 'text'\].*--text_column_name"):
+    with pytest.raises(
+        ValueError, match=r"Text column 'body' does not exist.*\['source', 'title', 'text'\].*--text_column_name"
+    ):
         _load(train_file=_corpus(shared_data, "validation"), text_column_name="body")
 
 
 def test_missing_label_column_lists_the_columns(shared_data):
-    with pytest.raises(ValueError, match=r"Label column 'label' does not exist.*'source', 'title', 'text'.*--label_column_name"):
+    with pytest.raises(
+        ValueError, match=r"Label column 'label' does not exist.*'source', 'title', 'text'.*--label_column_name"
+    ):
         _load(train_file=_corpus(shared_data, "validation"), label_column_name="label")
 
 
 def test_ambiguous_text_column_lists_the_columns(tmp_path):
     path = _write_jsonl(tmp_path / "two.jsonl", [{"title": "t", "body": "b", "n": 1}])
-    with pytest.raises(ValueError, match=r"several columns hold strings.*'title' \(Value\('string'\)\).*'n'.*--text_column_name"):
+    with pytest.raises(
+        ValueError, match=r"several columns hold strings.*'title' \(Value\('string'\)\).*'n'.*--text_column_name"
+    ):
         _load(train_file=path)
 
 
@@ -254,14 +293,19 @@ def test_non_string_text_column(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ValueError, match=r"--train_file '.*nowhere\.jsonl\.gz' does not exist.*\.txt, \.json, \.jsonl, \.csv"):
+    with pytest.raises(
+        ValueError, match=r"--train_file '.*nowhere\.jsonl\.gz' does not exist.*\.txt, \.json, \.jsonl, \.csv"
+    ):
         _load(train_file=str(tmp_path / "nowhere.jsonl.gz"))
 
 
 def test_unsupported_extension(tmp_path):
     path = tmp_path / "train.parquet.gz"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"--train_file '.*train\.parquet\.gz' has an unsupported format '\.parquet'; supported: \.txt"):
+    with pytest.raises(
+        ValueError,
+        match=r"--train_file '.*train\.parquet\.gz' has an unsupported format '\.parquet'; supported: \.txt",
+    ):
         _load(train_file=str(path))
 
 
@@ -274,7 +318,9 @@ def test_all_empty_documents(tmp_path):
 
 
 def test_unknown_builtin():
-    with pytest.raises(ValueError, match=r"Unknown built-in dataset 'builtin:enwiki'; available: builtin:enwiki-sample"):
+    with pytest.raises(
+        ValueError, match=r"Unknown built-in dataset 'builtin:enwiki'; available: builtin:enwiki-sample"
+    ):
         _load(dataset_name="builtin:enwiki")
 
 
@@ -283,10 +329,16 @@ def test_unknown_builtin():
     [
         (dict(), "No data source"),
         (dict(dataset_name="builtin:enwiki-sample", validation_file="v.txt"), "only used together with --train_file"),
-        (dict(train_file="t.txt", txt_sample_by="sentence"), "--txt_sample_by must be one of line, paragraph, document"),
+        (
+            dict(train_file="t.txt", txt_sample_by="sentence"),
+            "--txt_sample_by must be one of line, paragraph, document",
+        ),
         (dict(train_file="t.txt", validation_split_percentage=100), r"must be in \[0, 100\)"),
         (dict(train_file="t.txt", max_train_samples=0), "--max_train_samples must be a positive number"),
-        (dict(dataset_name="builtin:enwiki-sample", eval_split="test"), r"Split 'test' \(--eval_split\) does not exist.*\['train'\]"),
+        (
+            dict(dataset_name="builtin:enwiki-sample", eval_split="test"),
+            r"Split 'test' \(--eval_split\) does not exist.*\['train'\]",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -174,10 +174,14 @@ def test_imagefolder_validation_dir_and_held_out_split(tmp_path):
     val = _write_image_folder(tmp_path / "val")
     (val / "dog" / "f.png").unlink()
     cache_dir = str(tmp_path / "cache")
-    loaded = load_vision_datasets(VisionDataArguments(train_dir=str(root), validation_dir=str(val), cache_dir=cache_dir))
+    loaded = load_vision_datasets(
+        VisionDataArguments(train_dir=str(root), validation_dir=str(val), cache_dir=cache_dir)
+    )
     assert (len(loaded.train), len(loaded.eval)) == (6, 5)
     assert loaded.description == f"imagefolder {root} (eval: {val}) (6 train / 5 eval)"
-    held_out = load_vision_datasets(VisionDataArguments(train_dir=str(root), validation_split_percentage=50, cache_dir=cache_dir))
+    held_out = load_vision_datasets(
+        VisionDataArguments(train_dir=str(root), validation_split_percentage=50, cache_dir=cache_dir)
+    )
     assert (len(held_out.train), len(held_out.eval)) == (3, 3)
     assert "held-out eval" in held_out.description
     paths = sorted(row["image"]["path"] for split in (held_out.train, held_out.eval) for row in split)
@@ -195,7 +199,10 @@ def test_validation_dir_classes_are_aligned_with_train_by_name(tmp_path):
     args = VisionDataArguments(train_dir=str(root), validation_dir=str(val), cache_dir=str(tmp_path / "cache"))
     loaded = load_vision_datasets(args)
     assert loaded.label_names == ["cat", "dog", "fish"]
-    assert sorted((Path(row["image"]["path"]).parent.name, row["label"]) for row in loaded.eval) == [("cat", 0), ("fish", 2)]
+    assert sorted((Path(row["image"]["path"]).parent.name, row["label"]) for row in loaded.eval) == [
+        ("cat", 0),
+        ("fish", 2),
+    ]
     (val / "bird").mkdir()
     Image.fromarray(_rgb((4, 4), 2)).save(val / "bird" / "y.png")
     with pytest.raises(ValueError, match=r"eval split has classes \['bird'\] that the train split lacks"):
@@ -266,7 +273,9 @@ def test_max_samples_take_the_first_rows_after_a_seeded_shuffle(digits):
     loaded = load_vision_datasets(VisionDataArguments(max_train_samples=100, max_eval_samples=20))
     assert (len(loaded.train), len(loaded.eval)) == (100, 20)
     expected = digits.train.shuffle(seed=42).select(range(100))
-    np.testing.assert_array_equal(np.stack([row["image"] for row in loaded.train]), np.stack([row["image"] for row in expected]))
+    np.testing.assert_array_equal(
+        np.stack([row["image"] for row in loaded.train]), np.stack([row["image"] for row in expected])
+    )
     assert loaded.train[0]["image"].dtype == np.uint8
 
 
@@ -282,11 +291,19 @@ def fake_hub(monkeypatch):
         Image.fromarray(_rgb((6, 6), seed)).save(buffer, format="PNG")
         encoded.append({"bytes": buffer.getvalue(), "path": f"img_{seed}.png"})
     features = datasets.Features(
-        {"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=["x", "y", "z"]), "note": datasets.Value("string")}
+        {
+            "img": datasets.Image(),
+            "fine_label": datasets.ClassLabel(names=["x", "y", "z"]),
+            "note": datasets.Value("string"),
+        }
     )
     splits = {
         name: datasets.Dataset.from_dict(
-            {"img": encoded[start:stop], "fine_label": [i % 3 for i in range(start, stop)], "note": ["n"] * (stop - start)},
+            {
+                "img": encoded[start:stop],
+                "fine_label": [i % 3 for i in range(start, stop)],
+                "note": ["n"] * (stop - start),
+            },
             features=features,
         )
         for name, start, stop in (("train", 0, 9), ("test", 9, 12))
@@ -325,8 +342,12 @@ def test_missing_labels_are_refused_for_evaluation_and_dropped_for_pretraining(m
         encoded.append({"bytes": buffer.getvalue(), "path": f"{seed}.png"})
     splits = {
         "train": datasets.Dataset.from_dict({"image": encoded, "label": [0, 1, 0, 1]}, features=features),
-        "test": datasets.Dataset.from_dict({"image": encoded, "label": [-1] * 4}, features=features),  # labels withheld
-        "unlabeled": datasets.Dataset.from_dict({"image": encoded, "label": [-1] * 4}, features=features),  # as STL-10's
+        "test": datasets.Dataset.from_dict(
+            {"image": encoded, "label": [-1] * 4}, features=features
+        ),  # labels withheld
+        "unlabeled": datasets.Dataset.from_dict(
+            {"image": encoded, "label": [-1] * 4}, features=features
+        ),  # as STL-10's
     }
     monkeypatch.setattr(datasets, "get_dataset_split_names", lambda name, config_name=None, **kwargs: list(splits))
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config_name=None, split=None, **kwargs: splits[split])
@@ -334,7 +355,9 @@ def test_missing_labels_are_refused_for_evaluation_and_dropped_for_pretraining(m
         load_vision_datasets(VisionDataArguments(dataset_name="someone/contest"))
     assert len(load_vision_datasets(VisionDataArguments(dataset_name="someone/contest", eval_split="train")).eval) == 4
     with caplog.at_level("WARNING", logger="hfssl.data.vision"):
-        loaded = load_vision_datasets(VisionDataArguments(dataset_name="someone/contest", train_split="unlabeled", eval_split="train"))
+        loaded = load_vision_datasets(
+            VisionDataArguments(dataset_name="someone/contest", train_split="unlabeled", eval_split="train")
+        )
     assert loaded.train.column_names == ["image"] and len(loaded.train) == 4  # every image kept, for pretraining
     assert "without labels" in caplog.text
 
@@ -367,8 +390,14 @@ def test_hub_is_unreachable_offline():
 @pytest.mark.parametrize(
     "kwargs, hint",
     [
-        ({"image_column_name": "picture"}, r"Image column 'picture' does not exist.*\['image', 'label'\].*--image_column_name"),
-        ({"label_column_name": "class"}, r"Label column 'class' does not exist.*\['image', 'label'\].*--label_column_name"),
+        (
+            {"image_column_name": "picture"},
+            r"Image column 'picture' does not exist.*\['image', 'label'\].*--image_column_name",
+        ),
+        (
+            {"label_column_name": "class"},
+            r"Label column 'class' does not exist.*\['image', 'label'\].*--label_column_name",
+        ),
         ({"max_train_samples": 0}, "train dataset is empty after --max_train_samples 0"),
         ({"max_eval_samples": 0}, "eval dataset is empty after --max_eval_samples 0"),
         ({"eval_split": "test"}, r"'test' \(--eval_split\) does not exist.*available splits: \['train'\]"),
@@ -407,7 +436,18 @@ def test_empty_source_dataset(tmp_path, validation_split_percentage):
 
 def test_arguments_parse_with_hfargumentparser_next_to_training_arguments(tmp_path):
     parser = HfArgumentParser((VisionDataArguments, TrainingArguments))
-    argv = ["--idx_dir", "/data", "--max_train_samples", "5", "--seed", "7", "--split_seed", "3", "--output_dir", str(tmp_path)]
+    argv = [
+        "--idx_dir",
+        "/data",
+        "--max_train_samples",
+        "5",
+        "--seed",
+        "7",
+        "--split_seed",
+        "3",
+        "--output_dir",
+        str(tmp_path),
+    ]
     args, training_args = parser.parse_args_into_dataclasses(argv)
     assert args.idx_dir == "/data" and args.max_train_samples == 5 and args.dataset_name == "builtin:digits"
     assert (args.split_seed, training_args.seed) == (3, 7)
@@ -452,7 +492,9 @@ def test_collator_resize_and_labels():
     batch = ImageCollator(image_size=4)([{"image": image, "label": 1}, {"image": image[:4, :4], "label": None}])
     expected = np.array(Image.fromarray(image).resize((4, 4), Image.Resampling.BILINEAR))
     assert torch.equal(batch["pixel_values"][0], torch.from_numpy(expected).permute(2, 0, 1))
-    assert torch.equal(batch["pixel_values"][1], torch.from_numpy(image[:4, :4]).permute(2, 0, 1))  # already 4x4: untouched
+    assert torch.equal(
+        batch["pixel_values"][1], torch.from_numpy(image[:4, :4]).permute(2, 0, 1)
+    )  # already 4x4: untouched
     assert "labels" not in batch
 
 

@@ -24,7 +24,9 @@ def _free_port() -> int:
 
 
 def _full_images(sizes):
-    return torch.randint(0, 256, (sum(sizes), 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    return torch.randint(
+        0, 256, (sum(sizes), 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
 
 
 def _views(images):
@@ -35,7 +37,9 @@ def _views(images):
 def _full_batch(sizes):
     generator = torch.Generator().manual_seed(1)
     total = sum(sizes)
-    return torch.randn(total, 6, generator=generator, dtype=torch.float64), torch.randn(total, 6, generator=generator, dtype=torch.float64)
+    return torch.randn(total, 6, generator=generator, dtype=torch.float64), torch.randn(
+        total, 6, generator=generator, dtype=torch.float64
+    )
 
 
 def _worker(rank: int, port: int, sizes, result_path: str):
@@ -50,7 +54,14 @@ def _worker(rank: int, port: int, sizes, result_path: str):
         gathered = gather(local1.detach())
         views = _views(_full_images(sizes)[start : start + sizes[rank]])
         torch.save(
-            {"loss": loss.detach(), "grad1": local1.grad, "grad2": local2.grad, "gathered": gathered, "world": world_size(), "views": views},
+            {
+                "loss": loss.detach(),
+                "grad1": local1.grad,
+                "grad2": local2.grad,
+                "gathered": gathered,
+                "world": world_size(),
+                "views": views,
+            },
             f"{result_path}.{rank}",
         )
     finally:

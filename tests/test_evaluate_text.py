@@ -65,7 +65,9 @@ def checkpoints(wordnet, tmp_path_factory):
     bert_tokenizer = train_subword_tokenizer(texts, "wordpiece", "bert", vocab_size=600, lowercase=True)
     gpt_tokenizer = train_subword_tokenizer(texts, "byte_level_bpe", "gpt", vocab_size=600)
     bart_tokenizer = train_subword_tokenizer(texts, "byte_level_bpe", "bart", vocab_size=600)
-    tiny = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    tiny = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64
+    )
     models = {
         "bert": (BertForPreTraining(BertConfig(vocab_size=len(bert_tokenizer), pad_token_id=bert_tokenizer.pad_token_id, **tiny)), bert_tokenizer),
         "gpt2": (
@@ -98,7 +100,9 @@ def test_pooling_rules_match_a_hand_computation():
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])  # right-padded, left-padded
     torch.testing.assert_close(pool_hidden_states(hidden, mask, "cls"), hidden[:, 0])
-    torch.testing.assert_close(pool_hidden_states(hidden, mask, "mean"), torch.stack([hidden[0, :3].mean(0), hidden[1, 1:].mean(0)]))
+    torch.testing.assert_close(
+        pool_hidden_states(hidden, mask, "mean"), torch.stack([hidden[0, :3].mean(0), hidden[1, 1:].mean(0)])
+    )
     torch.testing.assert_close(pool_hidden_states(hidden, mask, "last"), torch.stack([hidden[0, 2], hidden[1, 3]]))
 
 
@@ -131,7 +135,9 @@ def test_batched_features_equal_each_text_encoded_alone(checkpoints, name, pooli
 def test_macro_f1_module_equals_sklearn():
     rng = np.random.default_rng(0)
     references, predictions = rng.integers(0, 6, 200), rng.integers(0, 5, 200)  # class 5 never predicted
-    assert compute_macro_f1(predictions, references) == pytest.approx(f1_score(references, predictions, average="macro"))
+    assert compute_macro_f1(predictions, references) == pytest.approx(
+        f1_score(references, predictions, average="macro")
+    )
 
 
 def test_string_labels_become_sorted_ids_and_bad_labels_are_refused():
@@ -159,7 +165,15 @@ def recipe_arguments(wordnet, model, output_dir, *extra):
 
 def test_linear_probe_and_finetune_report_accuracy_and_sklearn_macro_f1(checkpoints, wordnet, tmp_path):
     metrics = evaluate_text.main(
-        recipe_arguments(wordnet, checkpoints["bert"], tmp_path, "--protocol", "linear,finetune", "--label_column_name", "label_name")
+        recipe_arguments(
+            wordnet,
+            checkpoints["bert"],
+            tmp_path,
+            "--protocol",
+            "linear,finetune",
+            "--label_column_name",
+            "label_name",
+        )
     )
     results = json.loads((tmp_path / "all_results.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "eval_predictions.jsonl").read_text().splitlines()]
@@ -177,7 +191,9 @@ def test_linear_probe_and_finetune_report_accuracy_and_sklearn_macro_f1(checkpoi
 def test_finetune_of_a_gpt2_checkpoint_sets_its_padding_id(checkpoints, wordnet, tmp_path):
     """GPT-2's config has no pad id, which sequence classification over padded batches needs; integer labels stay ids."""
     assert AutoConfig.from_pretrained(checkpoints["gpt2"]).pad_token_id is None
-    results = evaluate_text.main(recipe_arguments(wordnet, checkpoints["gpt2"], tmp_path, "--protocol", "finetune", "--max_train_samples", "64"))
+    results = evaluate_text.main(
+        recipe_arguments(wordnet, checkpoints["gpt2"], tmp_path, "--protocol", "finetune", "--max_train_samples", "64")
+    )
     assert results["num_labels"] == 26
     assert json.loads((tmp_path / "all_results.json").read_text())["label_names"] is None
     rows = [json.loads(line) for line in (tmp_path / "eval_predictions.jsonl").read_text().splitlines()]
@@ -191,8 +207,19 @@ def test_missing_label_column_lists_the_columns(checkpoints, wordnet, tmp_path):
         evaluate_text.main(recipe_arguments(wordnet, checkpoints["bert"], tmp_path, "--label_column_name", "category"))
     unlabelled = tmp_path / "unlabelled.jsonl"
     unlabelled.write_text("".join(json.dumps({"source": "x", "text": text}) + "\n" for text in SENTENCES))
-    arguments = ["--model_name_or_path", checkpoints["bert"], "--train_file", str(unlabelled), "--validation_file", str(unlabelled), "--output_dir", str(tmp_path)]
-    with pytest.raises(ValueError, match=r"Label column 'label' does not exist.*\['source', 'text'\].*--label_column_name"):
+    arguments = [
+        "--model_name_or_path",
+        checkpoints["bert"],
+        "--train_file",
+        str(unlabelled),
+        "--validation_file",
+        str(unlabelled),
+        "--output_dir",
+        str(tmp_path),
+    ]
+    with pytest.raises(
+        ValueError, match=r"Label column 'label' does not exist.*\['source', 'text'\].*--label_column_name"
+    ):
         evaluate_text.main(arguments)
 
 
@@ -244,8 +271,14 @@ def test_stride_does_not_matter_when_the_text_fits_one_block(checkpoints):
 
 
 def test_perplexity_recipe_on_the_eval_split(checkpoints, wordnet, tmp_path):
-    metrics = evaluate_text.main(recipe_arguments(wordnet, checkpoints["gpt2"], tmp_path, "--protocol", "perplexity", "--max_eval_samples", "20"))
-    assert metrics["perplexity_split"] == "eval" and metrics["perplexity_stride"] == 32 and metrics["eval_tokens"] > 100
+    metrics = evaluate_text.main(
+        recipe_arguments(
+            wordnet, checkpoints["gpt2"], tmp_path, "--protocol", "perplexity", "--max_eval_samples", "20"
+        )
+    )
+    assert (
+        metrics["perplexity_split"] == "eval" and metrics["perplexity_stride"] == 32 and metrics["eval_tokens"] > 100
+    )
     # A random-init model is near uniform over its 600 tokens.
     assert 100 < metrics["perplexity"] < 2000
     assert json.loads((tmp_path / "all_results.json").read_text())["perplexity"] == metrics["perplexity"]
@@ -262,11 +295,22 @@ def test_perplexity_of_a_non_causal_model_is_refused(checkpoints, wordnet, tmp_p
 
 def test_checkpoints_without_tokenizer_or_text_input_are_refused(tmp_path):
     bert = tmp_path / "bert-without-tokenizer"
-    BertForPreTraining(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(bert)
+    BertForPreTraining(
+        BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(bert)
     with pytest.raises(ValueError, match=r"no tokenizer files.*tokenizer\.save_pretrained"):
         load_text_encoder(str(bert))
     vit = tmp_path / "vit"
-    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8, patch_size=4)).save_pretrained(vit)
+    ViTModel(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=8,
+            patch_size=4,
+        )
+    ).save_pretrained(vit)
     with pytest.raises(ValueError, match="'vit' model, which does not read token ids"):
         load_text_encoder(str(vit))
     with pytest.raises(ValueError, match="hfssl pretraining checkpoint.*--model_name_or_path runs/simclr/backbone"):

@@ -16,7 +16,14 @@ sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import evaluate_word2vec  # noqa: E402
 
 SIMILARITY_FILES = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
-METRICS = ("wordsim353_spearman", "wordsim353_oov_ratio", "simlex999_spearman", "simlex999_oov_ratio", "analogy_accuracy", "analogy_oov_ratio")
+METRICS = (
+    "wordsim353_spearman",
+    "wordsim353_oov_ratio",
+    "simlex999_spearman",
+    "simlex999_oov_ratio",
+    "analogy_accuracy",
+    "analogy_oov_ratio",
+)
 QUERIES = "city,king,zzzunknownword,war"
 
 
@@ -26,7 +33,9 @@ def gensim_metrics(keyed, restrict_vocab=300_000) -> dict[str, float]:
     for name, filename in SIMILARITY_FILES.items():
         _, spearman, oov_percent = keyed.evaluate_word_pairs(gensim_test_file(filename), restrict_vocab=restrict_vocab)
         metrics[f"{name}_spearman"], metrics[f"{name}_oov_ratio"] = spearman.statistic, oov_percent / 100
-    accuracy, sections = keyed.evaluate_word_analogies(gensim_test_file("questions-words.txt"), restrict_vocab=restrict_vocab)
+    accuracy, sections = keyed.evaluate_word_analogies(
+        gensim_test_file("questions-words.txt"), restrict_vocab=restrict_vocab
+    )
     answered = sum(len(s["correct"]) + len(s["incorrect"]) for s in sections if s["section"] != "Total accuracy")
     metrics["analogy_accuracy"], metrics["analogy_oov_ratio"] = accuracy, 1 - answered / 19544
     return metrics
@@ -59,7 +68,9 @@ def sources(shared_data, tmp_path_factory):
 
 @pytest.mark.parametrize("source", ["checkpoint", "text", "binary", "gensim"])
 def test_every_source_gives_gensims_figures(source, sources, tmp_path, capsys):
-    metrics = evaluate_word2vec.main([*sources[source], "--output_dir", str(tmp_path), "--most_similar_words", QUERIES, "--topn", "5"])
+    metrics = evaluate_word2vec.main(
+        [*sources[source], "--output_dir", str(tmp_path), "--most_similar_words", QUERIES, "--topn", "5"]
+    )
     expected = sources["expected"]
     assert set(metrics) == set(METRICS)
     for name in METRICS:
@@ -98,6 +109,8 @@ def test_zero_or_two_sources_is_an_error(sources, tmp_path):
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path / "bert")
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
+        tmp_path / "bert"
+    )
     with pytest.raises(ValueError, match="'bert' checkpoint, not an hfssl word2vec one"):
         evaluate_word2vec.main(["--model_name_or_path", str(tmp_path / "bert"), "--output_dir", str(tmp_path / "out")])

@@ -235,7 +235,9 @@ def _extract_features_two_processes():
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     loader = accelerator.prepare(DataLoader(indexed_dataset(11), batch_size=2, collate_fn=collate))
-    features, labels = extract_features(MeanEncoder(), loader, preprocess=lambda x: x.double(), accelerator=accelerator)
+    features, labels = extract_features(
+        MeanEncoder(), loader, preprocess=lambda x: x.double(), accelerator=accelerator
+    )
     assert features.shape == (11, 2), features.shape  # 12 batched with even_batches padding, duplicate dropped
     assert features[:, 0].tolist() == list(range(11))
     assert labels.tolist() == [i % 3 for i in range(11)]

@@ -49,7 +49,11 @@ def _tiny_model(tokenizer, seed=0):
 def test_packing_keeps_every_token_and_separates_documents(tokenizer, documents):
     texts = documents[:25] + ["", "   "] + documents[25:]
     blocks = pack_documents(_dataset(texts), tokenizer, block_size=64, documents_per_batch=10)["input_ids"]
-    stream = [token for text in documents for token in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+    stream = [
+        token
+        for text in documents
+        for token in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ]
     assert [token for block in blocks for token in block] == stream  # nothing lost, one separator after each document
     assert stream.count(tokenizer.eos_token_id) == len(documents)  # the blank documents add nothing
     assert all(len(block) <= 64 for block in blocks)
@@ -59,7 +63,9 @@ def test_packing_keeps_every_token_and_separates_documents(tokenizer, documents)
 def test_packing_refuses_a_pad_token_equal_to_the_separator(tokenizer, documents):
     from transformers import PreTrainedTokenizerFast
 
-    same = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    same = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     with pytest.raises(ValueError, match="distinct pad token"):
         pack_documents(_dataset(documents[:2]), same, block_size=32)
 
@@ -67,7 +73,9 @@ def test_packing_refuses_a_pad_token_equal_to_the_separator(tokenizer, documents
 def test_loss_equals_stock_gpt2_and_counts_real_tokens_only(tokenizer, documents):
     model = _tiny_model(tokenizer)
     blocks = pack_documents(_dataset(documents[:6]), tokenizer, block_size=64)
-    batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)([blocks[i] for i in range(len(blocks) - 3, len(blocks))])
+    batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)(
+        [blocks[i] for i in range(len(blocks) - 3, len(blocks))]
+    )
     assert (batch["labels"] == -100).any()  # the short tail block is padded
     stock = GPT2LMHeadModel(model.backbone.config).eval()
     stock.load_state_dict(model.backbone.state_dict())
@@ -88,7 +96,9 @@ def test_save_load_export_and_generate(tmp_path, tokenizer):
     assert isinstance(restored, GPTModel) and hfssl.METHODS["gpt"].model_class is GPTModel
     for name, value in model.state_dict().items():
         assert torch.equal(value, restored.state_dict()[name]), name
-    assert restored.backbone.lm_head.weight is restored.backbone.transformer.wte.weight  # tying survives the round trip
+    assert (
+        restored.backbone.lm_head.weight is restored.backbone.transformer.wte.weight
+    )  # tying survives the round trip
     prompt = tokenizer("It is a truth", return_tensors="pt")
     ours = model.generate(**prompt, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert ours.shape == (1, prompt["input_ids"].shape[1] + 6)
@@ -131,14 +141,22 @@ def test_pretraining_on_the_corpus_lowers_validation_loss(tmp_path, shared_data)
     assert (output / "backbone" / "tokenizer.json").exists()
     # the reported loss is the mean over predicted tokens (a causal LM predicts labels[:, 1:]; counting
     # every label instead would understate it by (T - 1) / T)
-    from hfssl.data.text import TextDataArguments, load_text_datasets
     from transformers import AutoTokenizer
 
+    from hfssl.data.text import TextDataArguments, load_text_datasets
+
     tokenizer = AutoTokenizer.from_pretrained(output)
-    GPTModel.from_pretrained(output).export_backbone(tmp_path / "exported")  # a loaded checkpoint exports its tokenizer too
+    GPTModel.from_pretrained(output).export_backbone(
+        tmp_path / "exported"
+    )  # a loaded checkpoint exports its tokenizer too
     assert AutoTokenizer.from_pretrained(tmp_path / "exported").get_vocab() == tokenizer.get_vocab()
-    validation = load_text_datasets(TextDataArguments(validation_file=str(shared_data / "corpus" / "validation.jsonl.gz"),
-                                                      train_file=str(shared_data / "corpus" / "train.jsonl.gz"), max_eval_samples=30)).eval
+    validation = load_text_datasets(
+        TextDataArguments(
+            validation_file=str(shared_data / "corpus" / "validation.jsonl.gz"),
+            train_file=str(shared_data / "corpus" / "train.jsonl.gz"),
+            max_eval_samples=30,
+        )
+    ).eval
     blocks = pack_documents(validation, tokenizer, block_size=64)
     model = GPTModel.from_pretrained(output).eval()
     collate = DataCollatorForLanguageModeling(tokenizer, mlm=False)
@@ -159,14 +177,18 @@ def test_perplexity_falls_back_to_eval_loss_without_per_token_sums(tmp_path, sha
         shared_data, tmp_path / "gpt", "--max_train_samples", "20", "--max_eval_samples", "5", "--max_steps", "1",
         "--save_strategy", "no", "--prediction_loss_only", "true",
     ))  # fmt: skip
-    assert "eval_nll_per_token" not in metrics and metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]), rel=1e-9)
+    assert "eval_nll_per_token" not in metrics and metrics["perplexity"] == pytest.approx(
+        math.exp(metrics["eval_loss"]), rel=1e-9
+    )
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
     arguments = ["--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "6"]
     straight, interrupted, resumed = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "resumed"
     pretrain_gpt.main(_recipe_arguments(shared_data, straight, *arguments, "--save_strategy", "no"))
-    pretrain_gpt.main(_recipe_arguments(shared_data, interrupted, *arguments, "--save_strategy", "steps", "--save_steps", "3"))
+    pretrain_gpt.main(
+        _recipe_arguments(shared_data, interrupted, *arguments, "--save_strategy", "steps", "--save_steps", "3")
+    )
     pretrain_gpt.main(_recipe_arguments(
         shared_data, resumed, *arguments, "--save_strategy", "no", "--resume_from_checkpoint", str(interrupted / "checkpoint-3")
     ))  # fmt: skip
@@ -177,7 +199,18 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data):
 
 def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
     output = tmp_path / "ddp"
-    arguments = _recipe_arguments(shared_data, output, "--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "3", "--save_strategy", "no")
+    arguments = _recipe_arguments(
+        shared_data,
+        output,
+        "--max_train_samples",
+        "60",
+        "--max_eval_samples",
+        "5",
+        "--max_steps",
+        "3",
+        "--save_strategy",
+        "no",
+    )
     launch_two_processes("pretrain_gpt.py", arguments, cwd=tmp_path)
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 3

@@ -55,11 +55,15 @@ def test_sparse_mlm_head_gives_the_dense_loss_and_gradients():
 
 
 def test_bert_without_next_sentence_prediction_is_masked_lm_only():
-    model = BertPretrainingModel(BertPretrainingConfig(backbone_config=TINY_BERT, next_sentence_prediction=False)).eval()
+    model = BertPretrainingModel(
+        BertPretrainingConfig(backbone_config=TINY_BERT, next_sentence_prediction=False)
+    ).eval()
     batch = _bert_batch()
     output = model(**{k: v for k, v in batch.items() if k != "next_sentence_label"}, return_mlm_logits=True)
     masked = batch["labels"] != -100
-    torch.testing.assert_close(output.loss, torch.nn.functional.cross_entropy(output.mlm_logits, batch["labels"][masked]))
+    torch.testing.assert_close(
+        output.loss, torch.nn.functional.cross_entropy(output.mlm_logits, batch["labels"][masked])
+    )
     assert output.nsp_logits is None
 
 
@@ -71,7 +75,11 @@ def test_bart_loss_is_the_stock_seq2seq_loss():
     labels = torch.randint(5, 120, (3, 16), generator=generator)
     labels[2, 12:] = -100
     decoder_input_ids = torch.cat([torch.full((3, 1), 2), labels[:, :-1].clamp_min(1)], dim=1)
-    batch = dict(input_ids=torch.randint(5, 120, (3, 14), generator=generator), decoder_input_ids=decoder_input_ids, labels=labels)
+    batch = dict(
+        input_ids=torch.randint(5, 120, (3, 14), generator=generator),
+        decoder_input_ids=decoder_input_ids,
+        labels=labels,
+    )
     torch.testing.assert_close(model(**batch).loss, stock(**batch).loss)
 
 
@@ -122,7 +130,9 @@ import pretrain_bert  # noqa: E402
 
 RECIPE_COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0", "--vocab_size", "1000",
                  "--per_device_train_batch_size", "16", "--learning_rate", "2e-3", "--logging_steps", "10"]  # fmt: skip
-BERT_OVERRIDES = "hidden_size=64,num_hidden_layers=2,num_attention_heads=2,intermediate_size=128,max_position_embeddings=64"
+BERT_OVERRIDES = (
+    "hidden_size=64,num_hidden_layers=2,num_attention_heads=2,intermediate_size=128,max_position_embeddings=64"
+)
 BART_OVERRIDES = ("d_model=64,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
                   "encoder_ffn_dim=128,decoder_ffn_dim=128,max_position_embeddings=64")  # fmt: skip
 
@@ -146,10 +156,23 @@ def test_bert_pretraining_on_the_corpus_learns_masked_lm_and_reports_both_accura
         "--eval_on_start", "true", "--whole_word_mask", "true", "--save_strategy", "no", "--learning_rate", "3e-3",
     ))  # fmt: skip
     start_loss, start_mlm = _first_eval(output, "eval_loss"), _first_eval(output, "eval_mlm_accuracy")
-    print("eval loss", start_loss, "->", metrics["eval_loss"], "mlm accuracy", start_mlm, "->", metrics["eval_mlm_accuracy"])
+    print(
+        "eval loss",
+        start_loss,
+        "->",
+        metrics["eval_loss"],
+        "mlm accuracy",
+        start_mlm,
+        "->",
+        metrics["eval_mlm_accuracy"],
+    )
     assert metrics["eval_loss"] < start_loss - 0.5  # measured: 7.62 -> 6.27
-    assert metrics["eval_mlm_accuracy"] > start_mlm + 0.03  # measured: 0.002 -> 0.071 (frequent words and punctuation first)
-    direct = _direct_bert_accuracies(output, shared_data)  # the reported figures are the model's on the fixed-seed masks
+    assert (
+        metrics["eval_mlm_accuracy"] > start_mlm + 0.03
+    )  # measured: 0.002 -> 0.071 (frequent words and punctuation first)
+    direct = _direct_bert_accuracies(
+        output, shared_data
+    )  # the reported figures are the model's on the fixed-seed masks
     assert metrics["eval_mlm_accuracy"] == pytest.approx(direct["mlm"], abs=1e-9)
     assert metrics["eval_nsp_accuracy"] == pytest.approx(direct["nsp"], abs=1e-9)
     results = json.loads((output / "all_results.json").read_text())
@@ -198,7 +221,16 @@ def test_bart_pretraining_on_the_corpus_lowers_validation_loss_and_reconstructs(
         "--eval_on_start", "true", "--save_strategy", "no", "--num_reconstructions", "2",
     ))  # fmt: skip
     start_loss, start_accuracy = _first_eval(output, "eval_loss"), _first_eval(output, "eval_reconstruction_accuracy")
-    print("eval loss", start_loss, "->", metrics["eval_loss"], "accuracy", start_accuracy, "->", metrics["eval_reconstruction_accuracy"])
+    print(
+        "eval loss",
+        start_loss,
+        "->",
+        metrics["eval_loss"],
+        "accuracy",
+        start_accuracy,
+        "->",
+        metrics["eval_reconstruction_accuracy"],
+    )
     assert metrics["eval_loss"] < start_loss - 0.5
     assert metrics["eval_reconstruction_accuracy"] > start_accuracy + 0.05
     rows = json.loads((output / "reconstructions.json").read_text())
@@ -215,7 +247,9 @@ def test_bart_sentence_separator_option(tmp_path, shared_data):
     originals = {}
     for separator in ("none", "eos"):
         pretrain_bart.main(arguments(tmp_path / separator, separator))
-        originals[separator] = [row["original"] for row in json.loads((tmp_path / separator / "reconstructions.json").read_text())]
+        originals[separator] = [
+            row["original"] for row in json.loads((tmp_path / separator / "reconstructions.json").read_text())
+        ]
     # a sentence that fits ends with its separator, then the example's </s> (pieces of a sentence cut to
     # --max_seq_length do not end a sentence and carry none)
     assert not any(text.endswith("</s></s>") for text in originals["none"])
@@ -258,15 +292,33 @@ def test_bert_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, cor
     a resumed run without ``--tokenizer_name`` must take the checkpoint's own, not train another."""
     from hfssl.tokenization import train_subword_tokenizer
 
-    train_subword_tokenizer(corpus_documents[:60], "wordpiece", "bert", vocab_size=1000).save_pretrained(tmp_path / "tokenizer")
-    arguments = ["--max_train_samples", "60", "--max_eval_samples", "5", "--max_steps", "6", "--tokenizer_name", str(tmp_path / "tokenizer")]
+    train_subword_tokenizer(corpus_documents[:60], "wordpiece", "bert", vocab_size=1000).save_pretrained(
+        tmp_path / "tokenizer"
+    )
+    arguments = [
+        "--max_train_samples",
+        "60",
+        "--max_eval_samples",
+        "5",
+        "--max_steps",
+        "6",
+        "--tokenizer_name",
+        str(tmp_path / "tokenizer"),
+    ]
     straight, interrupted, resumed = tmp_path / "straight", tmp_path / "interrupted", tmp_path / "resumed"
     pretrain_bert.main(_corpus_arguments(shared_data, straight, BERT_OVERRIDES, *arguments, "--save_strategy", "no"))
-    pretrain_bert.main(_corpus_arguments(shared_data, interrupted, BERT_OVERRIDES, *arguments, "--save_strategy", "steps", "--save_steps", "3"))
+    pretrain_bert.main(
+        _corpus_arguments(
+            shared_data, interrupted, BERT_OVERRIDES, *arguments, "--save_strategy", "steps", "--save_steps", "3"
+        )
+    )
     pretrain_bert.main(_corpus_arguments(
         shared_data, resumed, BERT_OVERRIDES, *arguments, "--save_strategy", "no", "--resume_from_checkpoint", str(interrupted / "checkpoint-3")
     ))  # fmt: skip
-    expected, actual = BertPretrainingModel.from_pretrained(straight).state_dict(), BertPretrainingModel.from_pretrained(resumed).state_dict()
+    expected, actual = (
+        BertPretrainingModel.from_pretrained(straight).state_dict(),
+        BertPretrainingModel.from_pretrained(resumed).state_dict(),
+    )
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
     # without --tokenizer_name a resumed run must still use the checkpoint's tokenizer, not train another
@@ -305,7 +357,9 @@ def test_two_process_streamed_bert_pretraining(tmp_path, shared_data):
     assert "eval_loss" in json.loads((output / "all_results.json").read_text())
 
 
-@pytest.mark.parametrize("recipe, overrides", [("pretrain_bert.py", BERT_OVERRIDES), ("pretrain_bart.py", BART_OVERRIDES)])
+@pytest.mark.parametrize(
+    "recipe, overrides", [("pretrain_bert.py", BERT_OVERRIDES), ("pretrain_bart.py", BART_OVERRIDES)]
+)
 def test_two_process_accelerate_launch_of_the_recipes(tmp_path, shared_data, recipe, overrides):
     from conftest import launch_two_processes
 

@@ -39,7 +39,11 @@ def test_features_shapes_and_loss_gradients(name):
     assert output.features.shape == (8, expected_dim)
     assert output.embeddings.shape == (8, 16)
     output.loss.backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for n, p in model.named_parameters() if p.requires_grad and "pooler" not in n)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for n, p in model.named_parameters()
+        if p.requires_grad and "pooler" not in n
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -79,9 +83,16 @@ print(type(model).__name__)
 
 
 def test_single_channel_backbone_and_overrides(tmp_path):
-    config = build_backbone_config("resnet", "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1],layer_type=basic")
+    config = build_backbone_config(
+        "resnet", "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1],layer_type=basic"
+    )
     assert config.num_channels == 1 and config.hidden_sizes == [8, 16]
-    model = build_vision_ssl_model(hfssl.METHODS["simclr"], "resnet", "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1]", "projection_dim=8,tau=0.2")
+    model = build_vision_ssl_model(
+        hfssl.METHODS["simclr"],
+        "resnet",
+        "num_channels=1,embedding_size=8,hidden_sizes=[8,16],depths=[1,1]",
+        "projection_dim=8,tau=0.2",
+    )
     assert model.config.tau == 0.2 and model.config.projection_dim == 8
     assert model.get_image_features(torch.randn(3, 1, 16, 16)).shape == (3, 16)
     # overrides that change the number of stages keep the derived fields consistent, so it reloads
@@ -92,7 +103,9 @@ def test_single_channel_backbone_and_overrides(tmp_path):
 def test_backbone_from_checkpoint_keeps_its_weights(tmp_path):
     source = tiny_simclr(BACKBONES["resnet"])
     source.export_backbone(tmp_path)
-    model = build_vision_ssl_model(hfssl.METHODS["simclr"], str(tmp_path), config_overrides="projection_hidden_dim=32,projection_dim=16")
+    model = build_vision_ssl_model(
+        hfssl.METHODS["simclr"], str(tmp_path), config_overrides="projection_hidden_dim=32,projection_dim=16"
+    )
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value)
 
@@ -103,7 +116,12 @@ def test_a_model_type_is_not_mistaken_for_a_folder_of_that_name(tmp_path, monkey
     (tmp_path / "resnet").mkdir()  # e.g. a run's output folder named after its model type
     monkeypatch.chdir(tmp_path)
     assert not is_checkpoint("resnet") and is_checkpoint("./resnet") and is_checkpoint("org/model")
-    assert build_vision_ssl_model(hfssl.METHODS["simclr"], "resnet", "embedding_size=8,hidden_sizes=[8],depths=[1]").config.backbone_config.model_type == "resnet"
+    assert (
+        build_vision_ssl_model(
+            hfssl.METHODS["simclr"], "resnet", "embedding_size=8,hidden_sizes=[8],depths=[1]"
+        ).config.backbone_config.model_type
+        == "resnet"
+    )
 
 
 def test_vit_pooling_rules_and_interpolation():
@@ -119,9 +137,13 @@ def test_vit_pooling_rules_and_interpolation():
 def test_auto_pooling_of_beit_follows_its_mean_pooling_setting():
     # BEiT with use_mean_pooling (its default) has no final layer norm on the CLS token: the norm sits
     # in the pooler, which averages the patch tokens; "auto" must take that pooler, not the raw CLS.
-    overrides = "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,image_size=16,patch_size=8"
+    overrides = (
+        "hidden_size=32,num_hidden_layers=1,num_attention_heads=2,intermediate_size=64,image_size=16,patch_size=8"
+    )
     for use_mean_pooling, rule in ((True, "pooler"), (False, "cls")):
-        model = build_vision_ssl_model(hfssl.METHODS["simclr"], "beit", f"{overrides},use_mean_pooling={use_mean_pooling}").eval()
+        model = build_vision_ssl_model(
+            hfssl.METHODS["simclr"], "beit", f"{overrides},use_mean_pooling={use_mean_pooling}"
+        ).eval()
         x = torch.randn(2, 3, 16, 16)
         outputs = model.backbone(pixel_values=x)
         expected = outputs.pooler_output if rule == "pooler" else outputs.last_hidden_state[:, 0]

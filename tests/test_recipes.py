@@ -19,25 +19,75 @@ COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--datal
 
 
 def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
-    data = ["--idx_dir", str(shared_data / "fashion-mnist"), "--max_train_samples", "6000", "--max_eval_samples", "1000"]
+    data = [
+        "--idx_dir",
+        str(shared_data / "fashion-mnist"),
+        "--max_train_samples",
+        "6000",
+        "--max_eval_samples",
+        "1000",
+    ]
     output = tmp_path / "simclr"
-    metrics = pretrain_vision.main([
-        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET + ",num_channels=1",
-        "--config_overrides", "projection_hidden_dim=128,projection_dim=64,tau=0.2", "--image_size", "28", "--min_crop_scale", "0.3",
-        "--output_dir", str(output), "--per_device_train_batch_size", "256", "--num_train_epochs", "3", "--learning_rate", "3e-3",
-        "--weight_decay", "1e-4", "--warmup_steps", "0.1", "--save_strategy", "no", "--logging_steps", "10",
-        "--final_protocols", "knn", *data, *COMMON,
-    ])
-    baseline = evaluate_vision.main([
-        "--model_name_or_path", str(output), "--random_init", "--protocol", "knn", "--output_dir", str(tmp_path / "random"), *data, *COMMON,
-    ])
+    metrics = pretrain_vision.main(
+        [
+            "--method",
+            "simclr",
+            "--backbone",
+            "resnet",
+            "--backbone_config_overrides",
+            TINY_RESNET + ",num_channels=1",
+            "--config_overrides",
+            "projection_hidden_dim=128,projection_dim=64,tau=0.2",
+            "--image_size",
+            "28",
+            "--min_crop_scale",
+            "0.3",
+            "--output_dir",
+            str(output),
+            "--per_device_train_batch_size",
+            "256",
+            "--num_train_epochs",
+            "3",
+            "--learning_rate",
+            "3e-3",
+            "--weight_decay",
+            "1e-4",
+            "--warmup_steps",
+            "0.1",
+            "--save_strategy",
+            "no",
+            "--logging_steps",
+            "10",
+            "--final_protocols",
+            "knn",
+            *data,
+            *COMMON,
+        ]
+    )
+    baseline = evaluate_vision.main(
+        [
+            "--model_name_or_path",
+            str(output),
+            "--random_init",
+            "--protocol",
+            "knn",
+            "--output_dir",
+            str(tmp_path / "random"),
+            *data,
+            *COMMON,
+        ]
+    )
     print("pretrained", metrics, "random init", baseline)
     assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.03  # measured: 0.705 vs 0.656
 
     results = json.loads((output / "all_results.json").read_text())
     assert results["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
     card = (output / "README.md").read_text()
-    assert "**SimCLR**" in card and f"| knn_accuracy | {metrics['knn_accuracy']:.4f} |" in card and "fashion-mnist" in card
+    assert (
+        "**SimCLR**" in card
+        and f"| knn_accuracy | {metrics['knn_accuracy']:.4f} |" in card
+        and "fashion-mnist" in card
+    )
     # the checkpoint carries its image processor, and the exported backbone is a plain ResNet
     processor = AutoImageProcessor.from_pretrained(output)
     assert processor.size["height"] == 28
@@ -48,11 +98,35 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
 def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
     output = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
-        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_vision.py"),
-        "--method", "simclr", "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET,
-        "--config_overrides", "projection_hidden_dim=64,projection_dim=32", "--image_size", "16", "--output_dir", str(output),
-        "--per_device_train_batch_size", "32", "--max_steps", "6", "--save_strategy", "no", "--logging_steps", "2", *COMMON,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes",
+        "2",
+        str(REPO_ROOT / "recipes" / "pretrain_vision.py"),
+        "--method",
+        "simclr",
+        "--backbone",
+        "resnet",
+        "--backbone_config_overrides",
+        TINY_RESNET,
+        "--config_overrides",
+        "projection_hidden_dim=64,projection_dim=32",
+        "--image_size",
+        "16",
+        "--output_dir",
+        str(output),
+        "--per_device_train_batch_size",
+        "32",
+        "--max_steps",
+        "6",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "2",
+        *COMMON,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
@@ -79,15 +153,28 @@ def test_resume_from_checkpoint_true_continues_from_the_last_checkpoint(tmp_path
     pretrain_vision.main([*arguments(output), "--max_steps", "4", "--resume_from_checkpoint", "true"])
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 4
-    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [
+        1,
+        2,
+        3,
+        4,
+    ]  # steps 1-2 come from the checkpoint
     with pytest.raises(ValueError, match="holds no checkpoint"):
         pretrain_vision.main([*arguments(tmp_path / "empty"), "--max_steps", "2", "--resume_from_checkpoint", "true"])
 
 
 def test_launching_two_processes_without_use_cpu_is_an_error(tmp_path):
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO_ROOT / "accelerate_config.yaml"),
-        "--num_processes", "2", str(REPO_ROOT / "recipes" / "pretrain_vision.py"), "--output_dir", str(tmp_path),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO_ROOT / "accelerate_config.yaml"),
+        "--num_processes",
+        "2",
+        str(REPO_ROOT / "recipes" / "pretrain_vision.py"),
+        "--output_dir",
+        str(tmp_path),
     ]
     if torch.cuda.is_available():
         pytest.skip("with GPUs this launch is valid")
@@ -97,19 +184,53 @@ def test_launching_two_processes_without_use_cpu_is_an_error(tmp_path):
 
 def test_evaluate_recipe_on_an_exported_backbone_with_all_protocols(tmp_path):
     output = tmp_path / "simclr"
-    pretrain_vision.main([
-        "--backbone", "resnet", "--backbone_config_overrides", TINY_RESNET, "--config_overrides", "projection_hidden_dim=32,projection_dim=16",
-        "--image_size", "16", "--output_dir", str(output), "--per_device_train_batch_size", "64", "--max_steps", "2",
-        "--save_strategy", "no", "--final_protocols", "", *COMMON,
-    ])
-    metrics = evaluate_vision.main([
-        "--model_name_or_path", str(output / "backbone"), "--protocol", "knn,linear,finetune", "--output_dir", str(tmp_path / "eval"),
-        "--num_train_epochs", "2", "--per_device_train_batch_size", "64", "--learning_rate", "3e-3", *COMMON,
-    ])
+    pretrain_vision.main(
+        [
+            "--backbone",
+            "resnet",
+            "--backbone_config_overrides",
+            TINY_RESNET,
+            "--config_overrides",
+            "projection_hidden_dim=32,projection_dim=16",
+            "--image_size",
+            "16",
+            "--output_dir",
+            str(output),
+            "--per_device_train_batch_size",
+            "64",
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--final_protocols",
+            "",
+            *COMMON,
+        ]
+    )
+    metrics = evaluate_vision.main(
+        [
+            "--model_name_or_path",
+            str(output / "backbone"),
+            "--protocol",
+            "knn,linear,finetune",
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "64",
+            "--learning_rate",
+            "3e-3",
+            *COMMON,
+        ]
+    )
     assert set(metrics) >= {"knn_accuracy", "linear_probe_accuracy", "finetune_accuracy"}
     assert metrics["linear_probe_accuracy"] > 0.5 and metrics["finetune_accuracy"] > 0.3  # digits, chance is 0.1
     written = json.loads((tmp_path / "eval" / "all_results.json").read_text())
     assert written["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
     # export_backbone on a loaded checkpoint (README's snippet) takes the checkpoint's image processor along
     AutoModel.from_pretrained(output).export_backbone(tmp_path / "exported")
-    assert AutoImageProcessor.from_pretrained(tmp_path / "exported").to_dict() == AutoImageProcessor.from_pretrained(output).to_dict()
+    assert (
+        AutoImageProcessor.from_pretrained(tmp_path / "exported").to_dict()
+        == AutoImageProcessor.from_pretrained(output).to_dict()
+    )

@@ -14,7 +14,12 @@ def sample(corpus_documents):
 
 def test_sentences_split_at_sentence_ends_not_at_abbreviations():
     text = "Mr. Smith arrived at 5 p.m. on Monday. Did he stay?\n\n  \n\nA new paragraph. It ends here"
-    assert segment_sentences(text) == ["Mr. Smith arrived at 5 p.m. on Monday.", "Did he stay?", "A new paragraph.", "It ends here"]
+    assert segment_sentences(text) == [
+        "Mr. Smith arrived at 5 p.m. on Monday.",
+        "Did he stay?",
+        "A new paragraph.",
+        "It ends here",
+    ]
     assert segment_sentences("  \n\n ") == []
 
 
@@ -24,7 +29,9 @@ def test_sentences_never_span_paragraphs(corpus_documents):
         sentences = segment_sentences(document)
         assert len(sentences) >= len(paragraphs)
         assert all("\n\n" not in sentence for sentence in sentences)
-        assert "".join(sentences).replace(" ", "").replace("\n", "") == "".join(paragraphs).replace(" ", "").replace("\n", "")
+        assert "".join(sentences).replace(" ", "").replace("\n", "") == "".join(paragraphs).replace(" ", "").replace(
+            "\n", ""
+        )
 
 
 @pytest.mark.parametrize(
@@ -54,7 +61,10 @@ def test_training_twice_on_the_same_text_gives_the_same_ids(sample, kind, specia
     # tokenizers' WordPiece trainer alone numbers tokens in hash-map order: five trainings on these
     # documents gave five different numberings of the same 1,000 tokens (tokenizers#1794). (On text
     # whose merges tie at the vocabulary limit the token set itself can differ; not so here.)
-    vocabularies = {tuple(sorted(train_subword_tokenizer(sample[:60], kind, specials, vocab_size=1000).get_vocab().items())) for _ in range(4)}
+    vocabularies = {
+        tuple(sorted(train_subword_tokenizer(sample[:60], kind, specials, vocab_size=1000).get_vocab().items()))
+        for _ in range(4)
+    }
     assert len(vocabularies) == 1
 
 
@@ -63,12 +73,16 @@ def test_canonical_numbering_keeps_the_segmentation(sample):
 
     backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.train_from_iterator(sample[:60], trainers.WordPieceTrainer(vocab_size=1000, special_tokens=["[PAD]", "[UNK]"], show_progress=False))
+    backend.train_from_iterator(
+        sample[:60], trainers.WordPieceTrainer(vocab_size=1000, special_tokens=["[PAD]", "[UNK]"], show_progress=False)
+    )
     trained = backend.get_vocab()
     before = [encoding.tokens for encoding in backend.encode_batch(sample[60:80])]
     _number_canonically(backend, num_special_tokens=2, unk_token="[UNK]")
     assert [encoding.tokens for encoding in backend.encode_batch(sample[60:80])] == before
-    assert any(token.startswith("##") for tokens in before for token in tokens)  # words split into pieces, not whole words only
+    assert any(
+        token.startswith("##") for tokens in before for token in tokens
+    )  # words split into pieces, not whole words only
     renumbered = backend.get_vocab()
     assert set(renumbered) == set(trained) and sorted(renumbered.values()) == list(range(len(trained)))
     assert [renumbered["[PAD]"], renumbered["[UNK]"]] == [0, 1]
@@ -77,13 +91,20 @@ def test_canonical_numbering_keeps_the_segmentation(sample):
 
 
 def test_pair_templates_mark_segments():
-    bert = train_subword_tokenizer(["the cat sat on the mat. the dog ran."] * 20, "wordpiece", "bert", vocab_size=200, min_frequency=1)
+    bert = train_subword_tokenizer(
+        ["the cat sat on the mat. the dog ran."] * 20, "wordpiece", "bert", vocab_size=200, min_frequency=1
+    )
     encoded = bert("the cat", "the dog")
     tokens = bert.convert_ids_to_tokens(encoded["input_ids"])
     assert tokens == ["[CLS]", "the", "cat", "[SEP]", "the", "dog", "[SEP]"]
     assert encoded["token_type_ids"] == [0, 0, 0, 0, 1, 1, 1]
-    bart = train_subword_tokenizer(["the cat sat on the mat. the dog ran."] * 20, "byte_level_bpe", "bart", vocab_size=300, min_frequency=1)
-    assert bart.convert_ids_to_tokens(bart("the cat")["input_ids"])[::len(bart("the cat")["input_ids"]) - 1] == ["<s>", "</s>"]
+    bart = train_subword_tokenizer(
+        ["the cat sat on the mat. the dog ran."] * 20, "byte_level_bpe", "bart", vocab_size=300, min_frequency=1
+    )
+    assert bart.convert_ids_to_tokens(bart("the cat")["input_ids"])[:: len(bart("the cat")["input_ids"]) - 1] == [
+        "<s>",
+        "</s>",
+    ]
 
 
 def test_empty_text_or_unknown_kind_is_refused():

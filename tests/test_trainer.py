@@ -25,11 +25,23 @@ class StopAfter(TrainerCallback):
 
 def make_trainer(output_dir, digits, **overrides):
     torch.manual_seed(0)
-    model = SimCLRModel(SimCLRConfig(backbone_config=tiny_resnet_config(), projection_hidden_dim=32, projection_dim=16, tau=0.5))
+    model = SimCLRModel(
+        SimCLRConfig(backbone_config=tiny_resnet_config(), projection_hidden_dim=32, projection_dim=16, tau=0.5)
+    )
     defaults = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=32, per_device_eval_batch_size=64, learning_rate=1e-3,
-        max_steps=4, logging_steps=1, save_steps=2, save_strategy="steps", report_to="none", seed=7, use_cpu=True,
-        disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=1e-3,
+        max_steps=4,
+        logging_steps=1,
+        save_steps=2,
+        save_strategy="steps",
+        report_to="none",
+        seed=7,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     args = SSLTrainingArguments(**{**defaults, **overrides})
     return SSLTrainer(
@@ -46,7 +58,15 @@ def make_trainer(output_dir, digits, **overrides):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"per_device_train_batch_size": 16, "gradient_accumulation_steps": 2, "eval_strategy": "steps", "eval_steps": 1}],
+    [
+        {},
+        {
+            "per_device_train_batch_size": 16,
+            "gradient_accumulation_steps": 2,
+            "eval_strategy": "steps",
+            "eval_steps": 1,
+        },
+    ],
     ids=["plain", "accumulation-and-evaluation"],
 )
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
@@ -58,7 +78,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
     resumed = make_trainer(tmp_path / "interrupted", digits, **options)
     resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
     expected, actual = straight.model.state_dict(), resumed.model.state_dict()
-    assert any(not torch.equal(expected[k], interrupted.model.state_dict()[k]) for k in expected)  # steps 3-4 changed weights
+    assert any(
+        not torch.equal(expected[k], interrupted.model.state_dict()[k]) for k in expected
+    )  # steps 3-4 changed weights
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-6)
 
@@ -70,9 +92,13 @@ def test_channels_last_trains_the_same_model_and_saves_standard_weights(tmp_path
     stem = channels_last.model.backbone.embedder.embedder.convolution
     assert stem.weight.is_contiguous(memory_format=torch.channels_last) and not stem.weight.is_contiguous()
     view_layouts = []
-    stem.register_forward_pre_hook(lambda module, inputs: view_layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    stem.register_forward_pre_hook(
+        lambda module, inputs: view_layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+    )
     channels_last.train()
-    assert len(view_layouts) == 4 and all(view_layouts)  # one backbone pass a step (both views), in channels-last format
+    assert len(view_layouts) == 4 and all(
+        view_layouts
+    )  # one backbone pass a step (both views), in channels-last format
     assert stem.weight.is_contiguous(memory_format=torch.channels_last)  # the optimizer kept the layout
     expected = default_layout.model.state_dict()
     for key, value in channels_last.model.state_dict().items():  # the same 4 steps up to float rounding
@@ -114,8 +140,12 @@ def test_weight_decay_groups_exclude_norms_and_biases(tmp_path, digits):
     trainer = make_trainer(tmp_path, digits, weight_decay=0.1)
     optimizer = trainer.create_optimizer()
     names = {id(p): n for n, p in trainer.model.named_parameters()}
-    decayed = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.1 for p in group["params"]}
-    not_decayed = {names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.0 for p in group["params"]}
+    decayed = {
+        names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.1 for p in group["params"]
+    }
+    not_decayed = {
+        names[id(p)] for group in optimizer.param_groups if group["weight_decay"] == 0.0 for p in group["params"]
+    }
     assert decayed | not_decayed == set(names.values()) and not decayed & not_decayed
     assert "backbone.embedder.embedder.convolution.weight" in decayed  # a conv kernel
     assert "projection_head.layers.0.weight" in decayed  # a linear weight
@@ -124,15 +154,22 @@ def test_weight_decay_groups_exclude_norms_and_biases(tmp_path, digits):
     assert "projection_head.layers.3.bias" in not_decayed  # a bias
     vit = SimCLRModel(SimCLRConfig(backbone_config=tiny_vit_config(), projection_hidden_dim=32, projection_dim=16))
     vit_decayed = set(decay_parameter_names(vit))
-    assert "backbone.embeddings.cls_token" not in vit_decayed and "backbone.embeddings.position_embeddings" not in vit_decayed
+    assert (
+        "backbone.embeddings.cls_token" not in vit_decayed
+        and "backbone.embeddings.position_embeddings" not in vit_decayed
+    )
     assert "backbone.layers.0.attention.q_proj.weight" in vit_decayed
 
 
 def test_lars_trust_ratio_and_exclusion():
     weight = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ||w|| = 5
     bias = torch.nn.Parameter(torch.tensor([1.0]))
-    optimizer = LARS([{"params": [weight], "weight_decay": 0.0}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
-                     lr=1.0, momentum=0.0, eta=0.1)
+    optimizer = LARS(
+        [{"params": [weight], "weight_decay": 0.0}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
+        lr=1.0,
+        momentum=0.0,
+        eta=0.1,
+    )
     weight.grad = torch.tensor([0.0, 10.0])  # ||g|| = 10 -> trust = 0.1 * 5 / 10 = 0.05
     bias.grad = torch.tensor([2.0])
     optimizer.step()
@@ -142,7 +179,9 @@ def test_lars_trust_ratio_and_exclusion():
 
 def test_lars_with_an_adamw_scale_learning_rate_is_flagged(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="hfssl.training.arguments"):
-        SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=1.2, use_cpu=True, report_to="none")
+        SSLTrainingArguments(
+            output_dir=str(tmp_path), use_lars=True, learning_rate=1.2, use_cpu=True, report_to="none"
+        )
         SSLTrainingArguments(output_dir=str(tmp_path), use_lars=True, learning_rate=0.03, per_device_train_batch_size=32,
                              use_cpu=True, report_to="none")  # fmt: skip  # SimCLR's rate for a batch of 32 is 0.0375
         assert caplog.text == ""
@@ -154,14 +193,16 @@ def test_lars_with_an_adamw_scale_learning_rate_is_flagged(tmp_path, caplog):
 def test_lars_is_used_when_asked(tmp_path, digits):
     trainer = make_trainer(tmp_path, digits, use_lars=True, weight_decay=1e-4, save_strategy="no", max_steps=1)
     trainer.train()
-    assert isinstance(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer, LARS)
+    assert isinstance(
+        trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer, LARS
+    )
 
 
 def test_collapse_monitors():
     collapsed = torch.ones(64, 8) + 1e-4 * torch.randn(64, 8)
     spread = torch.randn(4096, 8)
     assert embedding_std(collapsed) < 1e-3
-    assert abs(embedding_std(spread) - 8 ** -0.5) < 0.02
+    assert abs(embedding_std(spread) - 8**-0.5) < 0.02
     assert effective_rank(collapsed) < 1.1
     assert effective_rank(spread) > 7.5
 
@@ -170,7 +211,9 @@ def test_model_card_replaces_the_trainers_card_for_hub_pushes(tmp_path, digits):
     from hfssl.training.model_card import write_model_card
 
     trainer = make_trainer(tmp_path, digits, save_strategy="no")
-    card = write_model_card(str(tmp_path / "card"), trainer.model, "simclr", digits.description, "adamw", {"knn_accuracy": 0.5})
+    card = write_model_card(
+        str(tmp_path / "card"), trainer.model, "simclr", digits.description, "adamw", {"knn_accuracy": 0.5}
+    )
     assert "**SimCLR**" in card and "| knn_accuracy | 0.5000 |" in card and digits.description in card
     trainer.model_card_text = card
     trainer.create_model_card()  # what Trainer.push_to_hub calls before uploading

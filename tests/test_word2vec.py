@@ -1,7 +1,6 @@
 """word2vec: loss and gradients by hand, the data pipeline against its formulas, persistence and
 gensim interop, evaluation against gensim's, and training on the shared corpus."""
 
-import gzip
 import json
 import math
 import os
@@ -43,7 +42,9 @@ def _sigmoid(x: float) -> float:
 
 def _weights(vocab=6, dim=4, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(vocab, dim, generator=generator, dtype=torch.float64), torch.randn(vocab, dim, generator=generator, dtype=torch.float64)
+    return torch.randn(vocab, dim, generator=generator, dtype=torch.float64), torch.randn(
+        vocab, dim, generator=generator, dtype=torch.float64
+    )
 
 
 def _hand_loss_and_grads(win, wout, centers, contexts, masks, negatives, cbow_mean):
@@ -73,8 +74,12 @@ def _hand_loss_and_grads(win, wout, centers, contexts, masks, negatives, cbow_me
     return loss, torch.tensor(gin, dtype=torch.float64), torch.tensor(gout, dtype=torch.float64)
 
 
-SKIPGRAM_ROWS = dict(centers=[1, 2, 4, 1], contexts=[3, 1, 1, 5], negatives=[[2, 5], [2, 3], [0, 3], [1, 4]])  # row 2 and 4 draw their own center
-CBOW_ROWS = dict(centers=[1, 2], contexts=[[3, 4, 0], [1, 5, 3]], masks=[[1, 1, 0], [1, 1, 1]], negatives=[[2, 5], [2, 4]])
+SKIPGRAM_ROWS = dict(
+    centers=[1, 2, 4, 1], contexts=[3, 1, 1, 5], negatives=[[2, 5], [2, 3], [0, 3], [1, 4]]
+)  # row 2 and 4 draw their own center
+CBOW_ROWS = dict(
+    centers=[1, 2], contexts=[[3, 4, 0], [1, 5, 3]], masks=[[1, 1, 0], [1, 1, 1]], negatives=[[2, 5], [2, 4]]
+)
 
 
 @pytest.mark.parametrize("implementation", ["autograd", "fused"])
@@ -86,7 +91,11 @@ def test_skipgram_loss_and_gradients_match_a_hand_computation(implementation):
     )
     win.requires_grad_(True), wout.requires_grad_(True)
     args = (torch.tensor(rows["centers"]), torch.tensor(rows["contexts"]), None, torch.tensor(rows["negatives"]))
-    loss = negative_sampling_loss(win, wout, *args) if implementation == "autograd" else fused_negative_sampling_loss(win, wout, *args, chunk_size=3)
+    loss = (
+        negative_sampling_loss(win, wout, *args)
+        if implementation == "autograd"
+        else fused_negative_sampling_loss(win, wout, *args, chunk_size=3)
+    )
     loss.backward()
     assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
     torch.testing.assert_close(win.grad, expected_gin, rtol=1e-10, atol=1e-12)
@@ -102,7 +111,12 @@ def test_cbow_loss_and_gradients_match_a_hand_computation(implementation, cbow_m
         win, wout, rows["centers"], rows["contexts"], rows["masks"], rows["negatives"], cbow_mean
     )
     win.requires_grad_(True), wout.requires_grad_(True)
-    args = (torch.tensor(rows["centers"]), torch.tensor(rows["contexts"]), torch.tensor(rows["masks"], dtype=torch.bool), torch.tensor(rows["negatives"]))
+    args = (
+        torch.tensor(rows["centers"]),
+        torch.tensor(rows["contexts"]),
+        torch.tensor(rows["masks"], dtype=torch.bool),
+        torch.tensor(rows["negatives"]),
+    )
     if implementation == "autograd":
         loss = negative_sampling_loss(win, wout, *args, cbow_mean=cbow_mean)
     else:
@@ -128,7 +142,9 @@ def test_fused_loss_with_a_step_size_applies_the_chunks_updates_in_sequence():
             negative_sampling_loss(a, b, centers[rows], contexts[rows], None, negatives[rows]).backward()
             sequential_in, sequential_out = (a - alpha * a.grad).detach(), (b - alpha * b.grad).detach()
         a, b = win.clone().requires_grad_(True), wout.clone().requires_grad_(True)
-        fused_negative_sampling_loss(a, b, centers, contexts, None, negatives, chunk_size=chunk, step_size=alpha).backward()
+        fused_negative_sampling_loss(
+            a, b, centers, contexts, None, negatives, chunk_size=chunk, step_size=alpha
+        ).backward()
         torch.testing.assert_close(a.detach() - alpha * a.grad, sequential_in, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(b.detach() - alpha * b.grad, sequential_out, rtol=1e-9, atol=1e-11)
         torch.testing.assert_close(a.detach(), win)  # the weights are restored after forward
@@ -168,14 +184,20 @@ def test_sequential_kernel_applies_word2vec_cs_updates_pair_by_pair(cbow):
         mask[:, 0] = True
     before = (win.clone(), wout.clone())
     alpha = 0.2
-    _, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, mask, negatives, True, alpha, threads=1)
+    _, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(
+        win, wout, centers, contexts, mask, negatives, True, alpha, threads=1
+    )
     reference_masks = mask if cbow else torch.ones(11, 1, dtype=torch.bool)
-    expected_in, expected_out = _word2vec_c_sgd(win, wout, centers, contexts.view(11, -1), reference_masks, negatives, True, alpha)
+    expected_in, expected_out = _word2vec_c_sgd(
+        win, wout, centers, contexts.view(11, -1), reference_masks, negatives, True, alpha
+    )
     torch.testing.assert_close(win - alpha * gin, expected_in, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(wout - alpha * gout, expected_out, rtol=1e-10, atol=1e-12)
     assert torch.equal(win, before[0]) and torch.equal(wout, before[1])
 
-    loss, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, mask, negatives, True, 0.0, threads=1)
+    loss, gin, gout = sequential_sgd.sequential_sgd_loss_and_grads(
+        win, wout, centers, contexts, mask, negatives, True, 0.0, threads=1
+    )
     a, b = win.clone().requires_grad_(True), wout.clone().requires_grad_(True)
     reference = negative_sampling_loss(a, b, centers, contexts, mask, negatives)
     reference.backward()
@@ -190,18 +212,35 @@ def test_sequential_kernel_threads_split_the_rows_and_refuse_bad_ids():
     an id outside the vocabulary is an error, not a crash; the model picks the kernel on a CPU."""
     win, wout = (w.float() for w in _weights(vocab=2000, dim=8))
     generator = torch.Generator().manual_seed(5)
-    ids = torch.cat([torch.randint(1, 1000, (600, 7), generator=generator), torch.randint(1000, 2000, (600, 7), generator=generator)])
+    ids = torch.cat(
+        [
+            torch.randint(1, 1000, (600, 7), generator=generator),
+            torch.randint(1000, 2000, (600, 7), generator=generator),
+        ]
+    )
     centers, contexts, negatives = ids[:, 0], ids[:, 1], ids[:, 2:]
-    one = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives, True, 0.1, threads=1)
-    two = sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives, True, 0.1, threads=2)
+    one = sequential_sgd.sequential_sgd_loss_and_grads(
+        win, wout, centers, contexts, None, negatives, True, 0.1, threads=1
+    )
+    two = sequential_sgd.sequential_sgd_loss_and_grads(
+        win, wout, centers, contexts, None, negatives, True, 0.1, threads=2
+    )
     assert one[0].item() == pytest.approx(two[0].item(), rel=1e-9)
     assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
     with pytest.raises(IndexError, match="word ids"):
-        sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts + 5000, None, negatives, True, 0.1, threads=1)
-    with pytest.raises(ValueError, match="Rows disagree"):  # fewer negative rows than centers: refused, not read past the end
-        sequential_sgd.sequential_sgd_loss_and_grads(win, wout, centers, contexts, None, negatives[:1], True, 0.1, threads=1)
+        sequential_sgd.sequential_sgd_loss_and_grads(
+            win, wout, centers, contexts + 5000, None, negatives, True, 0.1, threads=1
+        )
+    with pytest.raises(
+        ValueError, match="Rows disagree"
+    ):  # fewer negative rows than centers: refused, not read past the end
+        sequential_sgd.sequential_sgd_loss_and_grads(
+            win, wout, centers, contexts, None, negatives[:1], True, 0.1, threads=1
+        )
     with pytest.raises(ValueError, match="alike"):
-        sequential_sgd.sequential_sgd_loss_and_grads(win, wout[:, :4], centers, contexts, None, negatives, True, 0.1, threads=1)
+        sequential_sgd.sequential_sgd_loss_and_grads(
+            win, wout[:, :4], centers, contexts, None, negatives, True, 0.1, threads=1
+        )
     assert _small_model().training_loss_implementation() == "sequential"
 
 
@@ -232,7 +271,10 @@ def test_negatives_follow_the_unigram_distribution_to_the_three_quarters():
     draws = model.sample_negatives((400_000,))
     observed = torch.bincount(draws, minlength=6).double() / len(draws)
     expected = torch.from_numpy(noise_distribution(counts.numpy(), 0.75))
-    np.testing.assert_allclose(expected.numpy(), [0] + [c**0.75 / sum(x**0.75 for x in [5000, 800, 120, 30, 1]) for c in [5000, 800, 120, 30, 1]])
+    np.testing.assert_allclose(
+        expected.numpy(),
+        [0] + [c**0.75 / sum(x**0.75 for x in [5000, 800, 120, 30, 1]) for c in [5000, 800, 120, 30, 1]],
+    )
     assert observed[0] == 0  # [UNK] is never drawn
     threshold, alias = alias_table(expected.numpy())  # the table's own distribution, exactly
     implied = (threshold + np.bincount(alias, weights=1 - threshold, minlength=6)) / 6
@@ -396,7 +438,9 @@ def test_word_vector_metrics_equal_gensims_evaluation(corpus_documents):
     keyed = Word2Vec(sentences, vector_size=20, min_count=3, epochs=1, workers=1, seed=1).wv
     ours = word_vector_metrics(keyed.index_to_key, torch.from_numpy(keyed.vectors))
     for name in ("wordsim353", "simlex999"):
-        pearson, spearman, oov_percent = keyed.evaluate_word_pairs(gensim_test_file(f"{name}.tsv" if name == "wordsim353" else f"{name}.txt"))
+        pearson, spearman, oov_percent = keyed.evaluate_word_pairs(
+            gensim_test_file(f"{name}.tsv" if name == "wordsim353" else f"{name}.txt")
+        )
         assert ours[f"{name}_spearman"] == pytest.approx(spearman.statistic, abs=1e-9)
         assert ours[f"{name}_oov_ratio"] == pytest.approx(oov_percent / 100, abs=1e-9)
     accuracy, sections = keyed.evaluate_word_analogies(gensim_test_file("questions-words.txt"))
@@ -408,21 +452,31 @@ def test_word_vector_metrics_equal_gensims_evaluation(corpus_documents):
 def test_trainer_refuses_settings_that_break_word2vecs_update(tmp_path):
     with pytest.raises(ValueError, match="per_device_train_batch_size"):
         Word2VecTrainingArguments(output_dir=str(tmp_path), gradient_accumulation_steps=2, use_cpu=True)
-    arguments = Word2VecTrainingArguments(output_dir=str(tmp_path), sparse_gradients=True, use_cpu=True, report_to="none")
+    arguments = Word2VecTrainingArguments(
+        output_dir=str(tmp_path), sparse_gradients=True, use_cpu=True, report_to="none"
+    )
     with pytest.raises(ValueError, match="autograd"):
         Word2VecTrainer(model=_small_model(), args=arguments)
 
 
 def _recipe_arguments(shared_data, output, *extra):
     return [
-        "--train_file", str(shared_data / "corpus" / "train.jsonl.gz"), "--output_dir", str(output), "--logging_steps", "10",
-        *COMMON, *extra,
+        "--train_file",
+        str(shared_data / "corpus" / "train.jsonl.gz"),
+        "--output_dir",
+        str(output),
+        "--logging_steps",
+        "10",
+        *COMMON,
+        *extra,
     ]
 
 
 def test_training_on_the_corpus_beats_random_vectors(tmp_path, shared_data):
     output = tmp_path / "cbow"
-    metrics = pretrain_word2vec.main(_recipe_arguments(shared_data, output, "--sg", "0", "--num_train_epochs", "2", "--save_strategy", "no"))
+    metrics = pretrain_word2vec.main(
+        _recipe_arguments(shared_data, output, "--sg", "0", "--num_train_epochs", "2", "--save_strategy", "no")
+    )
     trained = Word2VecModel.from_pretrained(output)
     random_vectors = Word2VecModel(trained.config)  # the same vocabulary at word2vec's initialisation
     random_vectors.set_tokenizer(trained.tokenizer)
@@ -457,12 +511,25 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, restore_
     straight = tmp_path / "straight"
     pretrain_word2vec.main(_recipe_arguments(shared_data, straight, *arguments, "--save_strategy", "no"))
     interrupted = tmp_path / "interrupted"
-    pretrain_word2vec.main(_recipe_arguments(shared_data, interrupted, *arguments, "--save_strategy", "steps", "--save_steps", "4"))
+    pretrain_word2vec.main(
+        _recipe_arguments(shared_data, interrupted, *arguments, "--save_strategy", "steps", "--save_steps", "4")
+    )
     resumed = tmp_path / "resumed"
-    pretrain_word2vec.main(_recipe_arguments(
-        shared_data, resumed, *arguments, "--save_strategy", "no", "--resume_from_checkpoint", str(interrupted / "checkpoint-4")
-    ))
-    expected, actual = Word2VecModel.from_pretrained(straight).state_dict(), Word2VecModel.from_pretrained(resumed).state_dict()
+    pretrain_word2vec.main(
+        _recipe_arguments(
+            shared_data,
+            resumed,
+            *arguments,
+            "--save_strategy",
+            "no",
+            "--resume_from_checkpoint",
+            str(interrupted / "checkpoint-4"),
+        )
+    )
+    expected, actual = (
+        Word2VecModel.from_pretrained(straight).state_dict(),
+        Word2VecModel.from_pretrained(resumed).state_dict(),
+    )
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
 
@@ -501,20 +568,31 @@ def test_shared_negatives_equal_per_pair_rows_with_the_windows_negatives(impleme
     window's negatives repeated for its pairs (value and gradients)."""
     generator = torch.Generator().manual_seed(0)
     win, wout = _weights(vocab=20, dim=6, seed=1)
-    centers, contexts = torch.randint(1, 20, (9,), generator=generator), torch.randint(1, 20, (9, 4), generator=generator)
+    centers, contexts = (
+        torch.randint(1, 20, (9,), generator=generator),
+        torch.randint(1, 20, (9, 4), generator=generator),
+    )
     mask = torch.rand(9, 4, generator=generator) < 0.6
     mask[:, 0] = True
     negatives = torch.randint(1, 20, (9, 3), generator=generator)
     negatives[0, 0] = centers[0]  # skipped, as per pair
     rows, slots = mask.nonzero(as_tuple=True)
     expected_loss, expected_gin, expected_gout = _hand_loss_and_grads(
-        win, wout, centers[rows].tolist(), [[c] for c in contexts[rows, slots].tolist()], [[1]] * len(rows), negatives[rows].tolist(), True
+        win,
+        wout,
+        centers[rows].tolist(),
+        [[c] for c in contexts[rows, slots].tolist()],
+        [[1]] * len(rows),
+        negatives[rows].tolist(),
+        True,
     )
     win.requires_grad_(True), wout.requires_grad_(True)
     if implementation == "autograd":
         loss = negative_sampling_loss(win, wout, centers, contexts, mask, negatives, shared_negatives=True)
     else:
-        loss = fused_negative_sampling_loss(win, wout, centers, contexts, mask, negatives, chunk_size=4, shared_negatives=True)
+        loss = fused_negative_sampling_loss(
+            win, wout, centers, contexts, mask, negatives, chunk_size=4, shared_negatives=True
+        )
     loss.backward()
     assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
     torch.testing.assert_close(win.grad, expected_gin, rtol=1e-10, atol=1e-12)
@@ -530,6 +608,8 @@ def test_shared_negatives_model_trains_on_windows():
     assert rows["context_ids"].shape[1] == 4 and "context_mask" in rows
     loss = model(**rows).loss
     loss.backward()
-    assert torch.isfinite(loss) and model.output_embeddings.weight.grad.abs().sum() > 0  # input grads are 0: outputs start at 0
+    assert (
+        torch.isfinite(loss) and model.output_embeddings.weight.grad.abs().sum() > 0
+    )  # input grads are 0: outputs start at 0
     with pytest.raises(ValueError, match="skip-gram option"):
         Word2VecConfig(sg=False, shared_negatives=True)

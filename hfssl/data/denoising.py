@@ -66,8 +66,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,9 @@ def build_denoising_examples(
             f"{' plus its separator' if sentence_separator_id is not None else ''} ({minimum}); use e.g. 512 as BART did."
         )
     if sentence_separator_id is not None and not 0 <= sentence_separator_id < len(tokenizer):
-        raise ValueError(f"sentence_separator_id={sentence_separator_id} is not a token id of the tokenizer (0..{len(tokenizer) - 1}).")
+        raise ValueError(
+            f"sentence_separator_id={sentence_separator_id} is not a token id of the tokenizer (0..{len(tokenizer) - 1})."
+        )
     columns = dataset.column_names
     if columns is not None and text_column_name not in columns:
         raise ValueError(
@@ -157,7 +160,9 @@ def build_denoising_examples(
 def _is_not_blank(texts: list[Any]) -> list[bool]:
     for text in texts:
         if text is not None and not isinstance(text, str):
-            raise ValueError(f"The text column must hold strings (documents); found a {type(text).__name__}: {text!r:.80}.")
+            raise ValueError(
+                f"The text column must hold strings (documents); found a {type(text).__name__}: {text!r:.80}."
+            )
     return [bool(text and text.strip()) for text in texts]
 
 
@@ -242,7 +247,9 @@ def sample_span_lengths(num_to_mask: int, poisson_lambda: float, rng: np.random.
     return lengths
 
 
-def place_spans(num_words: int, lengths: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def place_spans(
+    num_words: int, lengths: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where the spans of ``lengths`` (from :func:`sample_span_lengths`) go among ``num_words`` words.
 
     The ``U = num_words - sum(lengths)`` unmasked words leave ``U + 1`` gaps (before each of them
@@ -292,7 +299,9 @@ def text_infilling(
     num_to_mask = math.ceil(num_words * mask_ratio)
     if num_to_mask == 0:
         return token_ids
-    span_starts, span_lengths, insert_before = place_spans(num_words, sample_span_lengths(num_to_mask, poisson_lambda, rng), rng)
+    span_starts, span_lengths, insert_before = place_spans(
+        num_words, sample_span_lengths(num_to_mask, poisson_lambda, rng), rng
+    )
     # Drawn whatever random_ratio is, so the spans of a seed do not depend on it.
     replacements = np.where(
         rng.random(len(span_starts) + len(insert_before)) < random_ratio,
@@ -406,7 +415,9 @@ class DataCollatorForBartDenoising:
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.tokenizer.eos_token_id
         vocab_size = len(self.tokenizer)
-        self._word_starts = word_start_table(self.tokenizer) if self.whole_word_mask else np.ones(vocab_size, dtype=bool)
+        self._word_starts = (
+            word_start_table(self.tokenizer) if self.whole_word_mask else np.ones(vocab_size, dtype=bool)
+        )
         self._random_token_ids = np.setdiff1d(np.arange(vocab_size), self.tokenizer.all_special_ids)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -444,7 +455,11 @@ class DataCollatorForBartDenoising:
 
     def _example_ids(self, feature: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         input_ids = np.asarray(feature["input_ids"], dtype=np.int64)
-        if len(input_ids) < 2 or input_ids[0] != self.tokenizer.bos_token_id or input_ids[-1] != self.tokenizer.eos_token_id:
+        if (
+            len(input_ids) < 2
+            or input_ids[0] != self.tokenizer.bos_token_id
+            or input_ids[-1] != self.tokenizer.eos_token_id
+        ):
             raise ValueError(
                 "A BART example must be <s> ... </s> (bos first, eos last); build examples with "
                 f"hfssl.data.denoising.build_denoising_examples. Got ids starting {input_ids[:5].tolist()}."

@@ -41,8 +41,9 @@ masks and a seeded run still repeats. With ``seed=None`` the global torch RNG is
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
@@ -89,10 +90,14 @@ class DataCollatorForBertPretraining:
     def __post_init__(self):
         for role in ("pad_token", "mask_token"):
             if getattr(self.tokenizer, role) is None:
-                raise ValueError(f"The tokenizer has no {role}; masked-LM batches need one (a BERT tokenizer has [PAD] and [MASK]).")
+                raise ValueError(
+                    f"The tokenizer has no {role}; masked-LM batches need one (a BERT tokenizer has [PAD] and [MASK])."
+                )
         replacement = dict(mask_replace_prob=self.mask_replace_prob, random_replace_prob=self.random_replace_prob)
         # The transformers collator validates the probabilities; whole_word_mask stays False in both.
-        self._token_masker = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=self.mlm_probability, **replacement)
+        self._token_masker = DataCollatorForLanguageModeling(
+            self.tokenizer, mlm_probability=self.mlm_probability, **replacement
+        )
         # At probability 1 it selects every position not excluded: excluding all but a chosen set makes
         # it apply its 80/10/10 replacement to exactly that set (the whole words chosen here).
         self._replacer = DataCollatorForLanguageModeling(self.tokenizer, mlm_probability=1.0, **replacement)
@@ -106,20 +111,30 @@ class DataCollatorForBertPretraining:
         if self.whole_word_mask:
             starts_word = self._padded_starts_word(features, batch["input_ids"].shape[1])
             selected = select_whole_words(starts_word, ~never_mask, self.mlm_probability, self._replacer.generator)
-            batch["input_ids"], batch["labels"] = self._replacer.torch_mask_tokens(batch["input_ids"], special_tokens_mask=~selected)
+            batch["input_ids"], batch["labels"] = self._replacer.torch_mask_tokens(
+                batch["input_ids"], special_tokens_mask=~selected
+            )
         else:
-            batch["input_ids"], batch["labels"] = self._token_masker.torch_mask_tokens(batch["input_ids"], special_tokens_mask=never_mask)
+            batch["input_ids"], batch["labels"] = self._token_masker.torch_mask_tokens(
+                batch["input_ids"], special_tokens_mask=never_mask
+            )
         if all(NEXT_SENTENCE_LABEL in feature for feature in features):
-            batch[NEXT_SENTENCE_LABEL] = torch.tensor([int(feature[NEXT_SENTENCE_LABEL]) for feature in features], dtype=torch.long)
+            batch[NEXT_SENTENCE_LABEL] = torch.tensor(
+                [int(feature[NEXT_SENTENCE_LABEL]) for feature in features], dtype=torch.long
+            )
         return batch
 
     def _pad(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad the token columns with ``tokenizer.pad``; a missing ``special_tokens_mask`` is computed from the ids."""
-        to_pad = [{name: _as_list(feature[name]) for name in PADDED_COLUMNS if name in feature} for feature in features]
+        to_pad = [
+            {name: _as_list(feature[name]) for name in PADDED_COLUMNS if name in feature} for feature in features
+        ]
         for example in to_pad:
             if "special_tokens_mask" not in example:
                 ids = example["input_ids"]
-                example["special_tokens_mask"] = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+                example["special_tokens_mask"] = self.tokenizer.get_special_tokens_mask(
+                    ids, already_has_special_tokens=True
+                )
         padded = pad_without_fast_tokenizer_warning(
             self.tokenizer, to_pad, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
             return_attention_mask=True, return_tensors="pt",

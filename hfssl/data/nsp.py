@@ -61,8 +61,8 @@ from __future__ import annotations
 import bisect
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -244,13 +244,17 @@ def _nsp_examples_for_batch(
     nonempty = [index for index, document in enumerate(documents) if document]
     for _ in range(dupe_factor):
         for document_index in nonempty:
-            for instance in create_instances_from_document(documents, document_index, max_seq_length, short_seq_prob, rng, nonempty):
+            for instance in create_instances_from_document(
+                documents, document_index, max_seq_length, short_seq_prob, rng, nonempty
+            ):
                 for name, value in instance_features(instance, cls_id, sep_id).items():
                     columns[name].append(value)
     return columns
 
 
-def tokenize_documents(texts: Sequence[str | None], tokenizer: PreTrainedTokenizerBase, language: str = "en") -> list[Document]:
+def tokenize_documents(
+    texts: Sequence[str | None], tokenizer: PreTrainedTokenizerBase, language: str = "en"
+) -> list[Document]:
     """Split every text into sentences and tokenise them all in one batched call (no special
     tokens; special-token text is split like any text). Returns one list of :class:`Segment` per
     text, in order; sentences without tokens are dropped, so a blank text (or ``None``) gives ``[]``."""
@@ -277,7 +281,9 @@ def _sentences(text: str | None, language: str) -> list[str]:
     if text is None:
         return []
     if not isinstance(text, str):
-        raise ValueError(f"The {TEXT_COLUMN!r} column must hold strings (one document per row); found {type(text).__name__}: {text!r:.80}.")
+        raise ValueError(
+            f"The {TEXT_COLUMN!r} column must hold strings (one document per row); found {type(text).__name__}: {text!r:.80}."
+        )
     return segment_sentences(text, language)
 
 
@@ -323,7 +329,9 @@ def create_instances_from_document(
             else:
                 segments_b = chunk[a_end:]  # empty for a lone sentence with no other document: no example
             if segments_b:
-                instances.append(_truncated_instance(segments_a, segments_b, random_document is not None, max_num_tokens, rng))
+                instances.append(
+                    _truncated_instance(segments_a, segments_b, random_document is not None, max_num_tokens, rng)
+                )
             chunk, chunk_length = [], 0
             target_length = _target_length(max_num_tokens, short_seq_prob, rng)
         i += 1
@@ -386,7 +394,9 @@ def _word_start_first(starts_word: list[int]) -> list[int]:
     return [1, *starts_word[1:]] if starts_word else starts_word
 
 
-def truncate_seq_pair(length_a: int, length_b: int, max_num_tokens: int, rng: random.Random) -> tuple[tuple[int, int], tuple[int, int]]:
+def truncate_seq_pair(
+    length_a: int, length_b: int, max_num_tokens: int, rng: random.Random
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Google's ``truncate_seq_pair`` on lengths. Google loops: while the pair is longer than
     ``max_num_tokens``, drop the first or the last token (a fair coin) of the longer segment (B on a
     tie). Which segment loses each token depends only on the lengths, so the loop's outcome is

@@ -20,13 +20,19 @@ logger = logging.getLogger(__name__)
 
 
 def pack_documents(
-    dataset: TextDataset, tokenizer: PreTrainedTokenizerBase, block_size: int, num_proc: int | None = None, documents_per_batch: int = 1000
+    dataset: TextDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    block_size: int,
+    num_proc: int | None = None,
+    documents_per_batch: int = 1000,
 ) -> TextDataset:
     """A dataset of ``{"input_ids": list[int]}`` blocks (``block_size`` tokens, the last of each
     batch of ``documents_per_batch`` documents possibly shorter) from a dataset of documents
     (column ``"text"``); works on ``Dataset`` and streaming ``IterableDataset`` alike."""
     if tokenizer.eos_token_id is None:
-        raise ValueError("Packing documents needs a tokenizer with an eos_token (the end-of-text separator); this one has none.")
+        raise ValueError(
+            "Packing documents needs a tokenizer with an eos_token (the end-of-text separator); this one has none."
+        )
     if block_size < 2:
         raise ValueError(f"--block_size must be at least 2 tokens (one input and one target), got {block_size}.")
     if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
@@ -35,7 +41,11 @@ def pack_documents(
             "give it a distinct pad token (hfssl's trained GPT tokenizers have '<pad>')."
         )
     columns = [name for name in (dataset.column_names or []) if name != TEXT_COLUMN] + [TEXT_COLUMN]
-    kwargs = {"num_proc": num_proc, "desc": f"Packing documents into blocks of {block_size} tokens"} if hasattr(dataset, "num_rows") else {}
+    kwargs = (
+        {"num_proc": num_proc, "desc": f"Packing documents into blocks of {block_size} tokens"}
+        if hasattr(dataset, "num_rows")
+        else {}
+    )
     return dataset.map(
         _pack_batch,
         batched=True,
@@ -54,4 +64,10 @@ def _pack_batch(batch: dict, tokenizer: PreTrainedTokenizerBase, block_size: int
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
         stream.extend(ids)
         stream.append(tokenizer.eos_token_id)
-    return {"input_ids": [stream[start : start + block_size] for start in range(0, len(stream), block_size) if len(stream) - start >= 2]}
+    return {
+        "input_ids": [
+            stream[start : start + block_size]
+            for start in range(0, len(stream), block_size)
+            if len(stream) - start >= 2
+        ]
+    }

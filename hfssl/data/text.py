@@ -29,8 +29,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import Optional, Union
 
 import datasets
 import pyarrow as pa
@@ -69,12 +70,15 @@ class TextDataArguments:
 
     dataset_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub dataset id (e.g. 'wikitext'), a local directory `datasets.load_dataset` reads, or "
-                  "'builtin:enwiki-sample' (106 Wikipedia articles shipped with gensim, offline). "
-                  "Ignored when --train_file is set."},
+        metadata={
+            "help": "Hub dataset id (e.g. 'wikitext'), a local directory `datasets.load_dataset` reads, or "
+            "'builtin:enwiki-sample' (106 Wikipedia articles shipped with gensim, offline). "
+            "Ignored when --train_file is set."
+        },
     )
     dataset_config_name: Optional[str] = field(
-        default=None, metadata={"help": "Configuration name of the Hub dataset, if it has several (e.g. 'wikitext-103-raw-v1')."}
+        default=None,
+        metadata={"help": "Configuration name of the Hub dataset, if it has several (e.g. 'wikitext-103-raw-v1')."},
     )
     train_file: Optional[str] = field(
         default=None,
@@ -82,7 +86,9 @@ class TextDataArguments:
     )
     validation_file: Optional[str] = field(
         default=None,
-        metadata={"help": "Optional local evaluation file, in any of the --train_file formats (only with --train_file)."},
+        metadata={
+            "help": "Optional local evaluation file, in any of the --train_file formats (only with --train_file)."
+        },
     )
     text_column_name: Optional[str] = field(
         default=None,
@@ -90,49 +96,67 @@ class TextDataArguments:
     )
     label_column_name: Optional[str] = field(
         default=None,
-        metadata={"help": "Column holding labels for downstream classification, kept as 'label'; default: no label column."},
+        metadata={
+            "help": "Column holding labels for downstream classification, kept as 'label'; default: no label column."
+        },
     )
     train_split: str = field(
-        default="train", metadata={"help": "Split to train on (Hub and builtin datasets; --train_file is always the train split)."}
+        default="train",
+        metadata={"help": "Split to train on (Hub and builtin datasets; --train_file is always the train split)."},
     )
     eval_split: Optional[str] = field(
         default=None,
-        metadata={"help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
-                  "else a held-out share of the train split when --validation_split_percentage > 0, else none."},
+        metadata={
+            "help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
+            "else a held-out share of the train split when --validation_split_percentage > 0, else none."
+        },
     )
     validation_split_percentage: int = field(
         default=0,
-        metadata={"help": "Percentage of the train split held out for evaluation when there is no eval split "
-                  "(shuffled with --split_seed; 0 = no eval set). Not available with --streaming."},
+        metadata={
+            "help": "Percentage of the train split held out for evaluation when there is no eval split "
+            "(shuffled with --split_seed; 0 = no eval set). Not available with --streaming."
+        },
     )
     txt_sample_by: str = field(
         default="line",
-        metadata={"help": "For .txt files, what one row is: 'line', 'paragraph' (blocks separated by a blank line) "
-                  "or 'document' (the whole file)."},
+        metadata={
+            "help": "For .txt files, what one row is: 'line', 'paragraph' (blocks separated by a blank line) "
+            "or 'document' (the whole file)."
+        },
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Return `datasets.IterableDataset`s that read the data as it is consumed (nothing is "
-                  "downloaded or converted ahead); --max_*_samples then take the first N rows, unshuffled."},
+        metadata={
+            "help": "Return `datasets.IterableDataset`s that read the data as it is consumed (nothing is "
+            "downloaded or converted ahead); --max_*_samples then take the first N rows, unshuffled."
+        },
     )
     shuffle_buffer_size: int = field(
         default=10_000,
-        metadata={"help": "With --streaming, training examples are shuffled through a buffer of this many examples "
-                  "(reshuffled every epoch; 0 = stream order). Without --streaming the Trainer's sampler shuffles."},
+        metadata={
+            "help": "With --streaming, training examples are shuffled through a buffer of this many examples "
+            "(reshuffled every epoch; 0 = stream order). Without --streaming the Trainer's sampler shuffles."
+        },
     )
     max_train_samples: Optional[int] = field(
         default=None,
-        metadata={"help": "Keep only this many train documents: the first N after a shuffle with --split_seed "
-                  "(with --streaming: the first N, unshuffled)."},
+        metadata={
+            "help": "Keep only this many train documents: the first N after a shuffle with --split_seed "
+            "(with --streaming: the first N, unshuffled)."
+        },
     )
     max_eval_samples: Optional[int] = field(
         default=None,
-        metadata={"help": "Keep only this many eval documents: the first N after a shuffle with --split_seed "
-                  "(with --streaming: the first N, unshuffled)."},
+        metadata={
+            "help": "Keep only this many eval documents: the first N after a shuffle with --split_seed "
+            "(with --streaming: the first N, unshuffled)."
+        },
     )
     # Not named `seed`: TrainingArguments owns --seed (and --data_seed), and HfArgumentParser rejects duplicates.
     split_seed: int = field(
-        default=0, metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."}
+        default=0,
+        metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."},
     )
     cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where `datasets` caches downloaded and prepared data."}
@@ -208,7 +232,9 @@ def load_text_datasets(args: TextDataArguments) -> TextDatasets:
     if eval_dataset is not None:
         eval_dataset = _subsample(eval_dataset, args.max_eval_samples, args.split_seed)
         _require_text(eval_dataset, eval_name, source.description)
-    return TextDatasets(train=train, eval=eval_dataset, description=_describe(source.description, train, eval_dataset, held_out))
+    return TextDatasets(
+        train=train, eval=eval_dataset, description=_describe(source.description, train, eval_dataset, held_out)
+    )
 
 
 def _check_arguments(args: TextDataArguments) -> None:
@@ -219,16 +245,23 @@ def _check_arguments(args: TextDataArguments) -> None:
             f"(a Hub id or one of {', '.join(BUILTIN_PREFIX + name for name in BUILTIN_DATASETS)})."
         )
     if args.validation_file and not args.train_file:
-        raise ValueError("--validation_file is only used together with --train_file; pass --train_file or --eval_split instead.")
+        raise ValueError(
+            "--validation_file is only used together with --train_file; pass --train_file or --eval_split instead."
+        )
     if args.validation_file and args.eval_split:
         raise ValueError("Both --validation_file and --eval_split are set; pass only one of them.")
     if args.txt_sample_by not in TXT_SAMPLE_BY:
         raise ValueError(f"--txt_sample_by must be one of {', '.join(TXT_SAMPLE_BY)}, got {args.txt_sample_by!r}.")
     if not 0 <= args.validation_split_percentage < 100:
         raise ValueError(f"--validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}.")
-    for flag, value in (("--max_train_samples", args.max_train_samples), ("--max_eval_samples", args.max_eval_samples)):
+    for flag, value in (
+        ("--max_train_samples", args.max_train_samples),
+        ("--max_eval_samples", args.max_eval_samples),
+    ):
         if value is not None and value < 1:
-            raise ValueError(f"{flag} must be a positive number of documents, got {value}; leave it unset to keep them all.")
+            raise ValueError(
+                f"{flag} must be a positive number of documents, got {value}; leave it unset to keep them all."
+            )
     for flag, path in (("--train_file", args.train_file), ("--validation_file", args.validation_file)):
         if path:
             _file_format(path, flag)
@@ -248,7 +281,9 @@ def _file_format(path: str, flag: str) -> tuple[str, dict]:
             "Rename or convert the file."
         )
     if not os.path.isfile(path):
-        raise ValueError(f"{flag} {path!r} does not exist or is not a file; check the path (supported: {SUPPORTED_FILES}).")
+        raise ValueError(
+            f"{flag} {path!r} does not exist or is not a file; check the path (supported: {SUPPORTED_FILES})."
+        )
     return FILE_FORMATS[extension]
 
 
@@ -257,7 +292,7 @@ def _open_source(args: TextDataArguments) -> _Source:
     if args.train_file:
         return _file_source(args)
     if args.dataset_name.startswith(BUILTIN_PREFIX):
-        return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX):], args.streaming, args.cache_dir)
+        return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX) :], args.streaming, args.cache_dir)
     return _hub_source(args.dataset_name, args.dataset_config_name, args.streaming, args.cache_dir)
 
 
@@ -272,7 +307,12 @@ def _file_source(args: TextDataArguments) -> _Source:
         if builder == "text":
             builder_kwargs = {**builder_kwargs, "sample_by": args.txt_sample_by}
         return datasets.load_dataset(
-            builder, data_files={split: path}, split=split, streaming=args.streaming, cache_dir=args.cache_dir, **builder_kwargs
+            builder,
+            data_files={split: path},
+            split=split,
+            streaming=args.streaming,
+            cache_dir=args.cache_dir,
+            **builder_kwargs,
         )
 
     description = f"file {args.train_file}" + (f" (eval: {args.validation_file})" if args.validation_file else "")
@@ -383,10 +423,14 @@ def _standardize_columns(
             f"the dataset has columns {_describe_columns(features)}. Pass --text_column_name with a column of strings."
         )
     if label_column == text_column:
-        raise ValueError(f"--label_column_name and the text column are both {text_column!r}; pass two different columns.")
+        raise ValueError(
+            f"--label_column_name and the text column are both {text_column!r}; pass two different columns."
+        )
     dataset = dataset.select_columns(list(wanted))
     renames = {old: new for old, new in wanted.items() if old != new}
-    if set(renames.values()) & set(renames):  # e.g. text from "body", label from "text": rename through temporary names
+    if set(renames.values()) & set(
+        renames
+    ):  # e.g. text from "body", label from "text": rename through temporary names
         dataset = dataset.rename_columns({old: f"__hfssl_{new}__" for old, new in renames.items()})
         renames = {f"__hfssl_{new}__": new for new in renames.values()}
     return dataset.rename_columns(renames) if renames else dataset
@@ -417,7 +461,10 @@ def _drop_empty(dataset: TextDataset, split: str, source: _Source) -> TextDatase
         else:
             logger.warning(
                 "Dropped %d of %d documents of the %s split of %s: they are empty or whitespace only.",
-                dropped, len(dataset), split, source.description,
+                dropped,
+                len(dataset),
+                split,
+                source.description,
             )
     return kept
 
@@ -561,7 +608,11 @@ def enwiki_sample_rows() -> tuple[dict, ...]:
             rows.append({"title": title, "text": text})
     logger.info(
         "Parsed %d Wikipedia articles from gensim's %s in %.1f s; skipped %d redirects and %d empty or non-article pages.",
-        len(rows), ENWIKI_SAMPLE_FILE, time.perf_counter() - start, redirects, empty,
+        len(rows),
+        ENWIKI_SAMPLE_FILE,
+        time.perf_counter() - start,
+        redirects,
+        empty,
     )
     return tuple(rows)
 

@@ -22,8 +22,9 @@ import logging
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import datasets
 import numpy as np
@@ -53,44 +54,58 @@ class VisionDataArguments:
 
     dataset_name: Optional[str] = field(
         default="builtin:digits",
-        metadata={"help": "Hub dataset id (e.g. 'uoft-cs/cifar10'), a local directory `datasets.load_dataset` reads, or "
-                  "'builtin:digits' (scikit-learn's 8x8 digits, offline). "
-                  "Ignored when --train_dir or --idx_dir is set."},
+        metadata={
+            "help": "Hub dataset id (e.g. 'uoft-cs/cifar10'), a local directory `datasets.load_dataset` reads, or "
+            "'builtin:digits' (scikit-learn's 8x8 digits, offline). "
+            "Ignored when --train_dir or --idx_dir is set."
+        },
     )
     dataset_config_name: Optional[str] = field(
         default=None, metadata={"help": "Configuration name of the Hub dataset, if it has several."}
     )
     train_dir: Optional[str] = field(
         default=None,
-        metadata={"help": "Local imagefolder directory (class subfolders and/or metadata.jsonl); wins over --dataset_name."},
+        metadata={
+            "help": "Local imagefolder directory (class subfolders and/or metadata.jsonl); wins over --dataset_name."
+        },
     )
     validation_dir: Optional[str] = field(
         default=None, metadata={"help": "Optional imagefolder directory for evaluation (only with --train_dir)."}
     )
     idx_dir: Optional[str] = field(
         default=None,
-        metadata={"help": "Directory with MNIST-format IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
-                  "(e.g. MNIST, Fashion-MNIST); wins over --dataset_name."},
+        metadata={
+            "help": "Directory with MNIST-format IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
+            "(e.g. MNIST, Fashion-MNIST); wins over --dataset_name."
+        },
     )
     image_column_name: Optional[str] = field(
         default=None,
-        metadata={"help": f"Column holding the images; default: the first of {', '.join(IMAGE_COLUMN_CANDIDATES)} that exists."},
+        metadata={
+            "help": f"Column holding the images; default: the first of {', '.join(IMAGE_COLUMN_CANDIDATES)} that exists."
+        },
     )
     label_column_name: Optional[str] = field(
         default=None,
-        metadata={"help": f"Column holding the class labels; default: the first of {', '.join(LABEL_COLUMN_CANDIDATES)} "
-                  "that exists (none is fine for pretraining). String labels are mapped to ids in sorted order."},
+        metadata={
+            "help": f"Column holding the class labels; default: the first of {', '.join(LABEL_COLUMN_CANDIDATES)} "
+            "that exists (none is fine for pretraining). String labels are mapped to ids in sorted order."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: Optional[str] = field(
         default=None,
-        metadata={"help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
-                  "else a held-out share of the train split (see --validation_split_percentage)."},
+        metadata={
+            "help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
+            "else a held-out share of the train split (see --validation_split_percentage)."
+        },
     )
     validation_split_percentage: int = field(
         default=10,
-        metadata={"help": "Percentage of the train split held out for evaluation when there is no eval split "
-                  "(deterministic, stratified by label when possible; 0 = no eval set)."},
+        metadata={
+            "help": "Percentage of the train split held out for evaluation when there is no eval split "
+            "(deterministic, stratified by label when possible; 0 = no eval set)."
+        },
     )
     max_train_samples: Optional[int] = field(
         default=None,
@@ -106,7 +121,8 @@ class VisionDataArguments:
     # Not named `seed`: TrainingArguments owns --seed (and --data_seed), and HfArgumentParser rejects duplicates.
     # Kept apart from the training seed, so the eval split stays the same across training runs.
     split_seed: int = field(
-        default=42, metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."}
+        default=42,
+        metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."},
     )
 
 
@@ -177,17 +193,19 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
 def _check_arguments(args: VisionDataArguments) -> None:
     """Reject contradictory or missing source arguments before touching any data."""
     if args.train_dir and args.idx_dir:
-        raise ValueError("Both --train_dir and --idx_dir are set; pass only one of them (each replaces --dataset_name).")
+        raise ValueError(
+            "Both --train_dir and --idx_dir are set; pass only one of them (each replaces --dataset_name)."
+        )
     if not (args.train_dir or args.idx_dir or args.dataset_name):
         raise ValueError("No data source: pass --dataset_name (a Hub id or builtin:digits), --train_dir or --idx_dir.")
     if args.validation_dir and not args.train_dir:
-        raise ValueError("--validation_dir is only used together with --train_dir; pass --train_dir or --eval_split instead.")
+        raise ValueError(
+            "--validation_dir is only used together with --train_dir; pass --train_dir or --eval_split instead."
+        )
     if args.validation_dir and args.eval_split:
         raise ValueError("Both --validation_dir and --eval_split are set; pass only one of them.")
     if not 0 <= args.validation_split_percentage < 100:
-        raise ValueError(
-            f"--validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}."
-        )
+        raise ValueError(f"--validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}.")
     directories = {"--train_dir": args.train_dir, "--validation_dir": args.validation_dir, "--idx_dir": args.idx_dir}
     for flag, path in directories.items():
         if path and not os.path.isdir(path):
@@ -199,10 +217,12 @@ def _open_source(args: VisionDataArguments) -> _Source:
     if args.idx_dir:
         return _dict_source(_load_idx_splits(args.idx_dir), f"IDX files from {args.idx_dir}")
     if args.train_dir:
-        description = f"imagefolder {args.train_dir}" + (f" (eval: {args.validation_dir})" if args.validation_dir else "")
+        description = f"imagefolder {args.train_dir}" + (
+            f" (eval: {args.validation_dir})" if args.validation_dir else ""
+        )
         return _dict_source(_load_imagefolder(args.train_dir, args.cache_dir), description)
     if args.dataset_name.startswith(BUILTIN_PREFIX):
-        return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX):])
+        return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX) :])
     return _hub_source(args.dataset_name, args.dataset_config_name, args.cache_dir)
 
 
@@ -338,7 +358,9 @@ def _read_file_bytes(path: str) -> bytes:
         with gzip.open(path, "rb") as handle:
             return handle.read()
     except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(f"Cannot decompress {path} ({error}); the file is truncated or not gzip. Re-download it.") from error
+        raise ValueError(
+            f"Cannot decompress {path} ({error}); the file is truncated or not gzip. Re-download it."
+        ) from error
 
 
 def _digits_dataset() -> datasets.Dataset:
@@ -563,9 +585,13 @@ class ImageCollator:
     have the same size. "labels" is only returned when every row has a non-None "label".
     """
 
-    def __init__(self, image_size: Optional[int] = None, num_channels: Optional[int] = None, resize_mixed_only: bool = False):
+    def __init__(
+        self, image_size: Optional[int] = None, num_channels: Optional[int] = None, resize_mixed_only: bool = False
+    ):
         if num_channels not in (None, 1, 3):
-            raise ValueError(f"num_channels must be 1 (greyscale), 3 (RGB) or None (from the data), got {num_channels}.")
+            raise ValueError(
+                f"num_channels must be 1 (greyscale), 3 (RGB) or None (from the data), got {num_channels}."
+            )
         if image_size is not None and image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
         self.image_size = image_size
@@ -620,7 +646,9 @@ def _decode(value: dict) -> PILImage.Image:
     path = value.get("path")
     source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else path
     if source is None:
-        raise ValueError(f"Image value {value!r} has neither 'bytes' nor 'path'; is --image_column_name the image column?")
+        raise ValueError(
+            f"Image value {value!r} has neither 'bytes' nor 'path'; is --image_column_name the image column?"
+        )
     try:
         image = PILImage.open(source)
         image.load()

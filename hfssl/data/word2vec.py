@@ -23,8 +23,8 @@ resume, so a resumed run repeats the uninterrupted one exactly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -91,7 +91,9 @@ def encode_corpus(
             ids = np.asarray(encoding.ids, dtype=np.int32)
             num_raw_words += len(ids)
             ids = ids[ids != unk_id]
-            pieces.extend(ids[start : start + max_sentence_length] for start in range(0, len(ids), max_sentence_length))
+            pieces.extend(
+                ids[start : start + max_sentence_length] for start in range(0, len(ids), max_sentence_length)
+            )
 
     batch: list[str] = []
     for text in texts:
@@ -222,7 +224,9 @@ def training_rows(
     return _cbow_windows(tokens, sentence_of, reach, window)
 
 
-def _skipgram_pairs(tokens: torch.Tensor, sentence_of: torch.Tensor, reach: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
+def _skipgram_pairs(
+    tokens: torch.Tensor, sentence_of: torch.Tensor, reach: torch.Tensor, window: int
+) -> dict[str, torch.Tensor]:
     centers, contexts = [], []
     for offset in range(1, min(window, max(len(tokens) - 1, 0)) + 1):
         same_sentence = sentence_of[offset:] == sentence_of[:-offset]  # positions i and i + offset
@@ -231,10 +235,15 @@ def _skipgram_pairs(tokens: torch.Tensor, sentence_of: torch.Tensor, reach: torc
         centers += [tokens[right], tokens[left + offset]]
         contexts += [tokens[right + offset], tokens[left]]
     empty = tokens.new_zeros(0)
-    return {"center_ids": torch.cat(centers) if centers else empty, "context_ids": torch.cat(contexts) if contexts else empty}
+    return {
+        "center_ids": torch.cat(centers) if centers else empty,
+        "context_ids": torch.cat(contexts) if contexts else empty,
+    }
 
 
-def _cbow_windows(tokens: torch.Tensor, sentence_of: torch.Tensor, reach: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
+def _cbow_windows(
+    tokens: torch.Tensor, sentence_of: torch.Tensor, reach: torch.Tensor, window: int
+) -> dict[str, torch.Tensor]:
     device = tokens.device
     offsets = torch.cat([torch.arange(-window, 0, device=device), torch.arange(1, window + 1, device=device)])  # (2W,)
     positions = torch.arange(len(tokens), device=device)[:, None] + offsets[None, :]  # (n, 2W)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -35,7 +35,9 @@ def frozen_feature_metrics(
     eval_features, eval_labels = _features_of_every_row(encode, eval_loader, transform, accelerator)
     metrics: dict[str, float] = {"train_samples": len(train_labels), "eval_samples": len(eval_labels)}
     if "knn" in protocols:
-        metrics["knn_accuracy"] = knn_accuracy(train_features, train_labels, eval_features, eval_labels, k=knn_k, temperature=knn_temperature)
+        metrics["knn_accuracy"] = knn_accuracy(
+            train_features, train_labels, eval_features, eval_labels, k=knn_k, temperature=knn_temperature
+        )
     if "linear" in protocols:
         metrics.update(linear_probe_accuracy(train_features, train_labels, eval_features, eval_labels))
     return metrics

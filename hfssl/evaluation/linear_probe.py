@@ -58,7 +58,9 @@ def choose_C(features: np.ndarray, labels: np.ndarray, Cs: Sequence[float], max_
     if _can_hold_out_stratified(labels):
         return _select_C(features, labels, Cs, max_iter, seed)
     chosen_C = Cs[len(Cs) // 2]
-    logger.warning("A class has too few train rows to hold out a stratified share for choosing C; using C=%g.", chosen_C)
+    logger.warning(
+        "A class has too few train rows to hold out a stratified share for choosing C; using C=%g.", chosen_C
+    )
     return chosen_C
 
 

@@ -81,7 +81,9 @@ def load_text_tokenizer(model_name_or_path: str, config: Optional[PreTrainedConf
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"{model_name_or_path!r} has no usable tokenizer ({error}). {fix}") from error
     if len(tokenizer.get_vocab()) <= len(set(tokenizer.all_special_tokens)):
-        raise ValueError(f"{model_name_or_path!r} has no tokenizer files (only an empty default tokenizer could be built). {fix}")
+        raise ValueError(
+            f"{model_name_or_path!r} has no tokenizer files (only an empty default tokenizer could be built). {fix}"
+        )
     vocab_size = getattr(config, "vocab_size", None)
     if vocab_size is not None and len(tokenizer) > vocab_size:
         raise ValueError(
@@ -90,7 +92,9 @@ def load_text_tokenizer(model_name_or_path: str, config: Optional[PreTrainedConf
         )
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"The tokenizer of {model_name_or_path!r} has neither a padding nor an end-of-text token; add a pad_token.")
+            raise ValueError(
+                f"The tokenizer of {model_name_or_path!r} has neither a padding nor an end-of-text token; add a pad_token."
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -110,13 +114,17 @@ def check_text_checkpoint(config: PreTrainedConfig, model_name_or_path: str) -> 
         )
 
 
-def load_text_encoder(model_name_or_path: str, random_init: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_text_encoder(
+    model_name_or_path: str, random_init: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(encoder, tokenizer) of a text checkpoint: ``AutoModel``'s base model, or its encoder for an
     encoder-decoder model (BART); freshly initialised weights when ``random_init`` (the baseline)."""
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=False)
     check_text_checkpoint(config, model_name_or_path)
     tokenizer = load_text_tokenizer(model_name_or_path, config)
-    model = AutoModel.from_config(config) if random_init else AutoModel.from_pretrained(model_name_or_path, config=config)
+    model = (
+        AutoModel.from_config(config) if random_init else AutoModel.from_pretrained(model_name_or_path, config=config)
+    )
     encoder = model.get_encoder() if config.is_encoder_decoder else model
     return encoder.eval(), tokenizer
 
@@ -138,7 +146,9 @@ def max_positions(config: PreTrainedConfig) -> Optional[int]:
 def check_sequence_length(config: PreTrainedConfig, length: int, flag: str) -> None:
     limit = max_positions(config)
     if length < 1 or (limit is not None and length > limit):
-        raise ValueError(f"{flag} must be in [1, {limit}] for this {config.model_type!r} model (its positions), got {length}.")
+        raise ValueError(
+            f"{flag} must be in [1, {limit}] for this {config.model_type!r} model (its positions), got {length}."
+        )
 
 
 # ----------------------------------------------------------------------------- frozen features
@@ -190,7 +200,9 @@ def extract_text_features(
     batches = []
     for start in range(0, len(texts), batch_size):
         rows = by_length[start : start + batch_size]
-        batch = tokenizer.pad({name: [values[i] for i in rows] for name, values in token_ids.items()}, return_tensors="pt")
+        batch = tokenizer.pad(
+            {name: [values[i] for i in rows] for name, values in token_ids.items()}, return_tensors="pt"
+        )
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         hidden_states = encoder(**_model_inputs(encoder, batch)).last_hidden_state
         batches.append(pool_hidden_states(hidden_states, batch["attention_mask"], pooling).float().cpu())
@@ -233,7 +245,9 @@ def encode_class_labels(train_labels: Sequence, eval_labels: Sequence, feature=N
         if unseen:
             logger.warning("Eval classes absent from the train split (never predicted by a classifier): %s", unseen)
         index = {name: i for i, name in enumerate(names)}
-        return ClassLabels(np.array([index[v] for v in train_labels]), np.array([index[v] for v in eval_labels]), names)
+        return ClassLabels(
+            np.array([index[v] for v in train_labels]), np.array([index[v] for v in eval_labels]), names
+        )
     if not all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values):
         kinds = sorted({type(value).__name__ for value in values})
         raise ValueError(
@@ -276,7 +290,12 @@ class ClassificationResult:
 
 
 def linear_probe_predictions(
-    train_features, train_labels, eval_features, C: float | Sequence[float] = (0.1, 1.0, 10.0), max_iter: int = 100, seed: int = 0
+    train_features,
+    train_labels,
+    eval_features,
+    C: float | Sequence[float] = (0.1, 1.0, 10.0),
+    max_iter: int = 100,
+    seed: int = 0,
 ) -> tuple[np.ndarray, float]:
     """(eval predictions (M,), chosen C) of hfssl's linear probe (see ``linear_probe_accuracy``) on
     features (N, D) and (M, D), with train class ids (N,).
@@ -307,13 +326,17 @@ def linear_probe_text_classifier(
     train_features = extract_text_features(encoder, tokenizer, train_texts, pooling, max_length, batch_size)
     eval_features = extract_text_features(encoder, tokenizer, eval_texts, pooling, max_length, batch_size)
     predictions, chosen_C = linear_probe_predictions(train_features, train_labels, eval_features, seed=seed)
-    return ClassificationResult({**classification_metrics(predictions, eval_labels, "linear_probe"), "linear_probe_C": chosen_C}, predictions)
+    return ClassificationResult(
+        {**classification_metrics(predictions, eval_labels, "linear_probe"), "linear_probe_C": chosen_C}, predictions
+    )
 
 
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-def _tokenized_dataset(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: np.ndarray, max_length: int) -> datasets.Dataset:
+def _tokenized_dataset(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: np.ndarray, max_length: int
+) -> datasets.Dataset:
     """Token ids (unpadded: the collator pads each batch) and "labels" of each row."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     return datasets.Dataset.from_dict({**encoded, "labels": labels.tolist()})
@@ -380,7 +403,9 @@ def check_causal_lm(config: PreTrainedConfig, model_name_or_path: str) -> None:
         )
 
 
-def load_causal_lm(model_name_or_path: str, random_init: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_causal_lm(
+    model_name_or_path: str, random_init: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(``AutoModelForCausalLM``, tokenizer) of a causal-LM checkpoint; a checkpoint missing weights the
     LM needs (e.g. an untied output layer) is refused rather than scored with random ones."""
     config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=False)
@@ -403,7 +428,9 @@ def token_stream(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> to
     as GPT pretraining packs documents (the end of a document is a token to predict too). A tokenizer
     without an end-of-text token reads the documents joined by a blank line."""
     if tokenizer.eos_token_id is None:
-        return torch.tensor(tokenizer(DOCUMENT_SEPARATOR.join(texts), add_special_tokens=False, verbose=False)["input_ids"])
+        return torch.tensor(
+            tokenizer(DOCUMENT_SEPARATOR.join(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        )
     documents = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
     return torch.tensor([token for document in documents for token in [*document, tokenizer.eos_token_id]])
 
@@ -431,7 +458,9 @@ def strided_windows(num_tokens: int, block_size: int, stride: int) -> list[tuple
 
 
 @torch.no_grad()
-def strided_perplexity(model: PreTrainedModel, input_ids: torch.Tensor, block_size: int, stride: int, batch_size: int = 1) -> dict:
+def strided_perplexity(
+    model: PreTrainedModel, input_ids: torch.Tensor, block_size: int, stride: int, batch_size: int = 1
+) -> dict:
     """Perplexity of causal LM ``model`` on the token sequence ``input_ids`` (L,) by sliding windows
     (see :func:`strided_windows`): exp of the mean negative log-likelihood over the scored tokens.
 

@@ -15,7 +15,7 @@ Every function takes ``words`` (the vocabulary in id order, most frequent first)
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,9 @@ def gensim_test_file(name: str) -> str:
 
     path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", name)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{name} is not in gensim's test data at {path}; reinstall gensim (>= 4.3) from its wheel.")
+        raise FileNotFoundError(
+            f"{name} is not in gensim's test data at {path}; reinstall gensim (>= 4.3) from its wheel."
+        )
     return path
 
 
@@ -73,11 +75,20 @@ def _case_insensitive_index(words: Sequence[str], restrict_vocab: int) -> dict[s
     return index
 
 
-def word_similarity(words: Sequence[str], vectors: torch.Tensor, pairs: Sequence[tuple[str, str, float]], restrict_vocab: int = RESTRICT_VOCAB) -> dict:
+def word_similarity(
+    words: Sequence[str],
+    vectors: torch.Tensor,
+    pairs: Sequence[tuple[str, str, float]],
+    restrict_vocab: int = RESTRICT_VOCAB,
+) -> dict:
     """Spearman correlation between cosine similarities and human scores over the pairs whose two
     words are known; ``oov_ratio`` is the share of pairs left out."""
     index = _case_insensitive_index(words, restrict_vocab)
-    known = [(index[a.upper()], index[b.upper()], score) for a, b, score in pairs if a.upper() in index and b.upper() in index]
+    known = [
+        (index[a.upper()], index[b.upper()], score)
+        for a, b, score in pairs
+        if a.upper() in index and b.upper() in index
+    ]
     oov_ratio = 1 - len(known) / len(pairs) if pairs else 1.0
     if len(known) < 2:
         return {"spearman": float("nan"), "oov_ratio": oov_ratio, "pairs": len(known)}
@@ -100,7 +111,7 @@ def analogy_accuracy(
     index = _case_insensitive_index(words, restrict_vocab)
     unit = F.normalize(torch.as_tensor(vectors).float()[: min(restrict_vocab, len(words))], dim=1)
     questions, section_of, total = [], [], 0
-    for section, (name, items) in enumerate(sections):
+    for section, (_name, items) in enumerate(sections):
         total += len(items)
         for item in items:
             ids = [index.get(word.upper()) for word in item]
@@ -123,7 +134,8 @@ def analogy_accuracy(
         predictions[start : start + batch_size] = spelling[scores.argmax(1)]
     section_of = torch.tensor(section_of)
     per_section = {
-        sections[s][0]: compute_accuracy(predictions[section_of == s], questions[section_of == s, 3]) for s in section_of.unique().tolist()
+        sections[s][0]: compute_accuracy(predictions[section_of == s], questions[section_of == s, 3])
+        for s in section_of.unique().tolist()
     }
     return {
         "accuracy": compute_accuracy(predictions, questions[:, 3]),
@@ -133,7 +145,9 @@ def analogy_accuracy(
     }
 
 
-def word_vector_metrics(words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int = RESTRICT_VOCAB) -> dict[str, float]:
+def word_vector_metrics(
+    words: Sequence[str], vectors: torch.Tensor, restrict_vocab: int = RESTRICT_VOCAB
+) -> dict[str, float]:
     """Every benchmark, flat: ``wordsim353_spearman``, ``wordsim353_oov_ratio``, ``simlex999_spearman``,
     ``simlex999_oov_ratio``, ``analogy_accuracy``, ``analogy_oov_ratio``; only the ``restrict_vocab``
     first words (the most frequent) are looked up, as gensim does."""

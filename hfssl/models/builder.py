@@ -22,5 +22,7 @@ def build_vision_ssl_model(
     config = apply_config_overrides(config, config_overrides)
     model = method.model_class(config)
     if is_checkpoint(backbone):
-        model.backbone.load_state_dict(build_backbone(backbone_config, config.pooling, checkpoint=backbone).state_dict())
+        model.backbone.load_state_dict(
+            build_backbone(backbone_config, config.pooling, checkpoint=backbone).state_dict()
+        )
     return model

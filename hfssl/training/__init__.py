@@ -4,4 +4,15 @@ from .optim import LARS, decay_parameter_names
 from .trainer import SSLTrainer
 from .word2vec import Word2VecTrainer, Word2VecTrainingArguments
 
-__all__ = ["LARS", "SSLTrainer", "SSLTrainingArguments", "Word2VecTrainer", "Word2VecTrainingArguments", "decay_parameter_names", "effective_rank", "embedding_std", "parse_recipe_arguments", "resumed_checkpoint"]
+__all__ = [
+    "LARS",
+    "SSLTrainer",
+    "SSLTrainingArguments",
+    "Word2VecTrainer",
+    "Word2VecTrainingArguments",
+    "decay_parameter_names",
+    "effective_rank",
+    "embedding_std",
+    "parse_recipe_arguments",
+    "resumed_checkpoint",
+]

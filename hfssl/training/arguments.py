@@ -21,24 +21,38 @@ class SSLTrainingArguments(TrainingArguments):
         default=False, metadata={"help": "Kept False: SSL batches carry images the model's forward does not name."}
     )
     dataloader_drop_last: bool = field(
-        default=True, metadata={"help": "Drop the last incomplete batch (BatchNorm heads and equal per-process batches need it)."}
+        default=True,
+        metadata={"help": "Drop the last incomplete batch (BatchNorm heads and equal per-process batches need it)."},
     )
     per_device_train_batch_size: int = field(
-        default=256, metadata={"help": "Images per process and step; contrastive methods want large batches (negatives)."}
+        default=256,
+        metadata={"help": "Images per process and step; contrastive methods want large batches (negatives)."},
     )
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW by default; with --use_lars, LARS's)."})
-    knn_k: int = field(default=200, metadata={"help": "Neighbours of the weighted kNN evaluation (InstDisc protocol: 200)."})
-    knn_temperature: float = field(default=0.1, metadata={"help": "Temperature of the kNN vote weights exp(sim / T) (InstDisc: 0.1)."})
-    use_lars: bool = field(default=False, metadata={"help": "Use LARS (SGD + momentum + trust ratio) instead of --optim."})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "Peak learning rate (AdamW by default; with --use_lars, LARS's)."}
+    )
+    knn_k: int = field(
+        default=200, metadata={"help": "Neighbours of the weighted kNN evaluation (InstDisc protocol: 200)."}
+    )
+    knn_temperature: float = field(
+        default=0.1, metadata={"help": "Temperature of the kNN vote weights exp(sim / T) (InstDisc: 0.1)."}
+    )
+    use_lars: bool = field(
+        default=False, metadata={"help": "Use LARS (SGD + momentum + trust ratio) instead of --optim."}
+    )
     lars_eta: float = field(default=0.001, metadata={"help": "LARS trust coefficient."})
     lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
     channels_last: bool = field(
         default=False,
-        metadata={"help": "Run the model and views in channels-last memory format: faster convolutions (oneDNN, cuDNN); no effect on results beyond rounding."},
+        metadata={
+            "help": "Run the model and views in channels-last memory format: faster convolutions (oneDNN, cuDNN); no effect on results beyond rounding."
+        },
     )
     sync_batchnorm: bool = field(
         default=False,
-        metadata={"help": "BatchNorm statistics over all processes (SimCLR's global BN); GPUs only, as torch's SyncBatchNorm."},
+        metadata={
+            "help": "BatchNorm statistics over all processes (SimCLR's global BN); GPUs only, as torch's SyncBatchNorm."
+        },
     )
 
     def __post_init__(self):
@@ -89,6 +103,8 @@ def resumed_checkpoint(training_args: TrainingArguments) -> str | None:
     if str(checkpoint).lower() == "true":
         last = get_last_checkpoint(training_args.output_dir)
         if last is None:
-            raise ValueError(f"--resume_from_checkpoint true, but {training_args.output_dir} holds no checkpoint-* folder.")
+            raise ValueError(
+                f"--resume_from_checkpoint true, but {training_args.output_dir} holds no checkpoint-* folder."
+            )
         return last
     return checkpoint

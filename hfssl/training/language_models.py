@@ -31,17 +31,25 @@ class LanguageModelArguments:
     """The model and tokenizer of a language-model recipe; parsed by ``HfArgumentParser``."""
 
     backbone: Optional[str] = field(
-        default=None, metadata={"help": "A transformers model type (default: the method's, e.g. gpt2) or a checkpoint to continue from."}
+        default=None,
+        metadata={
+            "help": "A transformers model type (default: the method's, e.g. gpt2) or a checkpoint to continue from."
+        },
     )
     backbone_config_overrides: Optional[str] = field(
         default=None, metadata={"help": "Overrides of the backbone's config, e.g. 'n_layer=4,n_embd=256,n_head=4'."}
     )
     tokenizer_name: Optional[str] = field(
-        default=None, metadata={"help": "A saved tokenizer (directory or Hub id) to use instead of training one on the data."}
+        default=None,
+        metadata={"help": "A saved tokenizer (directory or Hub id) to use instead of training one on the data."},
     )
     vocab_size: int = field(default=8000, metadata={"help": "Size of the tokenizer trained on the training text."})
-    lowercase: bool = field(default=False, metadata={"help": "Lower-case text in a trained WordPiece tokenizer (BERT uncased)."})
-    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Processes for tokenising and packing the data."})
+    lowercase: bool = field(
+        default=False, metadata={"help": "Lower-case text in a trained WordPiece tokenizer (BERT uncased)."}
+    )
+    preprocessing_num_workers: Optional[int] = field(
+        default=None, metadata={"help": "Processes for tokenising and packing the data."}
+    )
 
 
 def build_tokenizer(
@@ -69,13 +77,19 @@ def load_or_train_tokenizer(
     merges by ids it assigns in hash-map order (huggingface/tokenizers#1794), so on ties at the
     vocabulary limit two trainings could keep different tokens. For the same reason a resumed run
     takes the checkpoint's tokenizer."""
-    source = resumed_checkpoint(training_args) or args.tokenizer_name or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
+    source = (
+        resumed_checkpoint(training_args)
+        or args.tokenizer_name
+        or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
+    )
     if source is not None:
         return AutoTokenizer.from_pretrained(source)
     with training_args.main_process_first(desc="training the tokenizer", local=False):
         if training_args.process_index == 0:
             logger.info("Training a %s tokenizer of %d tokens on the training text.", kind, args.vocab_size)
-            tokenizer = train_subword_tokenizer(iter_texts(train), kind, special_tokens, vocab_size=args.vocab_size, lowercase=args.lowercase)
+            tokenizer = train_subword_tokenizer(
+                iter_texts(train), kind, special_tokens, vocab_size=args.vocab_size, lowercase=args.lowercase
+            )
             tokenizer.save_pretrained(training_args.output_dir)
         else:
             tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
@@ -132,7 +146,9 @@ class SeedPerProcess(TrainerCallback):
         set_seed(args.seed + args.process_index)
 
 
-def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, evaluate: bool, derived_metrics=None) -> dict:
+def train_and_evaluate(
+    trainer: Trainer, training_args: TrainingArguments, evaluate: bool, derived_metrics=None
+) -> dict:
     """What every language-model recipe does after building its trainer: train (resuming from
     ``--resume_from_checkpoint``), save the train metrics and state, then (with ``evaluate``)
     evaluate and save the eval metrics, adding ``derived_metrics(metrics)`` (e.g. perplexity).

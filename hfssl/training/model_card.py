@@ -63,13 +63,22 @@ def save_card(output_dir: str, card: str) -> None:
 
 
 def metrics_table(metrics: dict) -> str:
-    rows = [f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in sorted(metrics.items())]
+    rows = [
+        f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in sorted(metrics.items())
+    ]
     return "\n".join(["| metric | value |", "|---|---|", *rows]) if rows else "No evaluation was run."
 
 
 def write_model_card(
-    output_dir: str, model, method: str, data_description: str, training_summary: str, metrics: dict,
-    repo_id: str | None = None, write: bool = True,
+    output_dir: str,
+    model,
+    method: str,
+    data_description: str,
+    training_summary: str,
+    metrics: dict,
+    repo_id: str | None = None,
+    write: bool = True,
 ) -> str:
     """Return the card text and (with ``write``) save it as ``README.md`` in ``output_dir``.
 
@@ -99,7 +108,11 @@ def training_summary(args, optimizer: str | None = None) -> str:
     """One line describing the optimisation, from ``TrainingArguments`` (``optimizer`` names one
     that a trainer creates itself)."""
     if optimizer is None:
-        optimizer = "LARS" if getattr(args, "use_lars", False) else str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+        optimizer = (
+            "LARS"
+            if getattr(args, "use_lars", False)
+            else str(args.optim.value if hasattr(args.optim, "value") else args.optim)
+        )
     return json.dumps(
         {
             "optimizer": optimizer,
@@ -149,8 +162,13 @@ vectors = model.to_keyed_vectors()              # a gensim KeyedVectors
 
 
 def write_word2vec_model_card(
-    output_dir: str, model, data_description: str, training_summary: str, metrics: dict,
-    repo_id: str | None = None, write: bool = True,
+    output_dir: str,
+    model,
+    data_description: str,
+    training_summary: str,
+    metrics: dict,
+    repo_id: str | None = None,
+    write: bool = True,
 ) -> str:
     """Return the card of a word2vec model and (with ``write``) save it as ``README.md``."""
     config, tokenizer = model.config, model.tokenizer
@@ -211,8 +229,17 @@ tokenizer = AutoTokenizer.from_pretrained("{name}", subfolder="backbone")
 
 
 def write_language_model_card(
-    output_dir: str, model, method: str, objective: str, paper: str, data_description: str, tokenizer, training_summary: str, metrics: dict,
-    repo_id: str | None = None, write: bool = True,
+    output_dir: str,
+    model,
+    method: str,
+    objective: str,
+    paper: str,
+    data_description: str,
+    tokenizer,
+    training_summary: str,
+    metrics: dict,
+    repo_id: str | None = None,
+    write: bool = True,
 ) -> str:
     """Return the card of a language model (GPT, BERT, BART) and (with ``write``) save it as ``README.md``."""
     backbone = model.backbone

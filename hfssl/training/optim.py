@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 # Learned tokens and position embeddings of transformer backbones: no weight decay (DINO, MAE, timm).
-NO_DECAY_NAME_SUFFIXES = ("cls_token", "mask_token", "distillation_token", "register_tokens", "position_embeddings", "pos_embed")
+NO_DECAY_NAME_SUFFIXES = (
+    "cls_token",
+    "mask_token",
+    "distillation_token",
+    "register_tokens",
+    "position_embeddings",
+    "pos_embed",
+)
 
 
 def decay_parameter_names(model: nn.Module) -> list[str]:
@@ -18,7 +24,9 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
     ...) are 1-d and excluded, as in SimCLR, BYOL and solo-learn.
     """
     return [
-        name for name, parameter in model.named_parameters() if parameter.ndim > 1 and not name.endswith(NO_DECAY_NAME_SUFFIXES)
+        name
+        for name, parameter in model.named_parameters()
+        if parameter.ndim > 1 and not name.endswith(NO_DECAY_NAME_SUFFIXES)
     ]
 
 
@@ -33,8 +41,12 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
         if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
-            raise ValueError(f"Invalid LARS hyperparameters: lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+            raise ValueError(
+                f"Invalid LARS hyperparameters: lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}"
+            )
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,7 +63,9 @@ class LARS(torch.optim.Optimizer):
                     update = update.add(parameter, alpha=group["weight_decay"])
                     weight_norm, update_norm = torch.linalg.vector_norm(parameter), torch.linalg.vector_norm(update)
                     trust_ratio = torch.where(
-                        (weight_norm > 0) & (update_norm > 0), group["eta"] * weight_norm / update_norm, torch.ones_like(weight_norm)
+                        (weight_norm > 0) & (update_norm > 0),
+                        group["eta"] * weight_norm / update_norm,
+                        torch.ones_like(weight_norm),
                     )
                     update = update.mul(trust_ratio)
                 state = self.state[parameter]

@@ -16,7 +16,6 @@ accumulation and resume.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -92,7 +91,9 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
             {"params": [p for name, p in trainable if name in decay], "weight_decay": self.args.weight_decay},
             {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0, "lars_exclude": True},
         ]
-        self.optimizer = LARS(groups, lr=self.args.learning_rate, momentum=self.args.lars_momentum, eta=self.args.lars_eta)
+        self.optimizer = LARS(
+            groups, lr=self.args.learning_rate, momentum=self.args.lars_momentum, eta=self.args.lars_eta
+        )
         return self.optimizer
 
     # ---- logging ----------------------------------------------------------------------------
@@ -109,7 +110,9 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         super().log(logs, start_time)
 
     # ---- evaluation -------------------------------------------------------------------------
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if self.knn_train_dataset is not None and "label" in dataloader.dataset.column_names:
             output.metrics[f"{metric_key_prefix}_knn_accuracy"] = self.knn_accuracy(dataloader.dataset)

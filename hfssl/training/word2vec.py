@@ -29,17 +29,25 @@ from .model_card import HfsslModelCardMixin
 class Word2VecTrainingArguments(TrainingArguments):
     """``TrainingArguments`` with word2vec's defaults (gensim's: alpha 0.025 -> min_alpha 1e-4, 5 epochs)."""
 
-    learning_rate: float = field(default=0.025, metadata={"help": "alpha: the SGD step per pair at the start (word2vec: 0.025)."})
-    min_alpha: float = field(default=1e-4, metadata={"help": "The learning rate decays linearly to this value over training."})
+    learning_rate: float = field(
+        default=0.025, metadata={"help": "alpha: the SGD step per pair at the start (word2vec: 0.025)."}
+    )
+    min_alpha: float = field(
+        default=1e-4, metadata={"help": "The learning rate decays linearly to this value over training."}
+    )
     num_train_epochs: float = field(default=5.0, metadata={"help": "Passes over the corpus."})
     per_device_train_batch_size: int = field(
-        default=1024, metadata={"help": "Sentences per process and step (each gives its pairs; larger batches run faster)."}
+        default=1024,
+        metadata={"help": "Sentences per process and step (each gives its pairs; larger batches run faster)."},
     )
     max_grad_norm: float = field(default=0.0, metadata={"help": "Kept 0: word2vec's steps are not clipped."})
     weight_decay: float = field(default=0.0, metadata={"help": "Kept 0: word2vec has no weight decay."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are made by the word2vec collator."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: batches are made by the word2vec collator."}
+    )
     sparse_gradients: bool = field(
-        default=False, metadata={"help": "Sparse embedding gradients (with loss_implementation=autograd only; see BENCHMARKS.md)."}
+        default=False,
+        metadata={"help": "Sparse embedding gradients (with loss_implementation=autograd only; see BENCHMARKS.md)."},
     )
 
     def __post_init__(self):
@@ -51,7 +59,9 @@ class Word2VecTrainingArguments(TrainingArguments):
                 "raise --per_device_train_batch_size instead of --gradient_accumulation_steps."
             )
         if not 0 <= self.min_alpha <= self.learning_rate:
-            raise ValueError(f"--min_alpha must be in [0, --learning_rate={self.learning_rate}], got {self.min_alpha}.")
+            raise ValueError(
+                f"--min_alpha must be in [0, --learning_rate={self.learning_rate}], got {self.min_alpha}."
+            )
 
 
 class Word2VecTrainer(HfsslModelCardMixin, Trainer):
@@ -67,13 +77,17 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
         super().__init__(*args, **kwargs)
         self.model.set_sparse_gradients(self.args.sparse_gradients)
         if self.args.sparse_gradients and self.model.config.loss_implementation != "autograd":
-            raise ValueError("--sparse_gradients needs loss_implementation='autograd' (the fused loss gives dense gradients).")
+            raise ValueError(
+                "--sparse_gradients needs loss_implementation='autograd' (the fused loss gives dense gradients)."
+            )
         self._last_num_pairs = torch.tensor(1)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             model = self.model if model is None else model
-            self.optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=self.args.learning_rate)
+            self.optimizer = torch.optim.SGD(
+                [p for p in model.parameters() if p.requires_grad], lr=self.args.learning_rate
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -81,7 +95,9 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
         if self.lr_scheduler is None:
             floor = self.args.min_alpha / self.args.learning_rate if self.args.learning_rate > 0 else 0.0
             decay = lambda step: 1.0 - (1.0 - floor) * min(step / max(num_training_steps, 1), 1.0)  # noqa: E731
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer if optimizer is None else optimizer, decay)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer if optimizer is None else optimizer, decay
+            )
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -118,10 +134,17 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
         metrics: dict[str, float] = {}
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if dataset is not None and not (isinstance(dataset, dict) and not dataset):
-            loop = self.evaluation_loop(self.get_eval_dataloader(dataset), "Evaluation", prediction_loss_only=True, metric_key_prefix=metric_key_prefix)
+            loop = self.evaluation_loop(
+                self.get_eval_dataloader(dataset),
+                "Evaluation",
+                prediction_loss_only=True,
+                metric_key_prefix=metric_key_prefix,
+            )
             metrics.update(loop.metrics)
         model = self.accelerator.unwrap_model(self.model)
-        metrics.update({f"{metric_key_prefix}_{name}": value for name, value in model_word_vector_metrics(model).items()})
+        metrics.update(
+            {f"{metric_key_prefix}_{name}": value for name, value in model_word_vector_metrics(model).items()}
+        )
         metrics["epoch"] = self.state.epoch
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)

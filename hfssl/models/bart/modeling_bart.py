@@ -38,7 +38,13 @@ class BartPretrainingModel(LanguageSSLPreTrainedModel):
         Returns: ``loss`` (mean cross-entropy over real target tokens) and ``logits`` (B, T, V).
         """
         kwargs.setdefault("use_cache", False)  # training and scoring need no cache; generate() has its own
-        outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, labels=labels, **kwargs)
+        outputs = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            labels=labels,
+            **kwargs,
+        )
         return Seq2SeqLMOutput(loss=outputs.loss, logits=outputs.logits)
 
     @torch.no_grad()

@@ -49,7 +49,9 @@ class BertPretrainingModel(LanguageSSLPreTrainedModel):
         super().__init__(config)
         heads = getattr(self.backbone, "cls", None)
         if heads is None or not hasattr(heads, "predictions") or not hasattr(heads, "seq_relationship"):
-            raise ValueError(f"{type(self.backbone).__name__} lacks BERT's pretraining heads (cls.predictions, cls.seq_relationship).")
+            raise ValueError(
+                f"{type(self.backbone).__name__} lacks BERT's pretraining heads (cls.predictions, cls.seq_relationship)."
+            )
 
     def forward(
         self,
@@ -73,7 +75,9 @@ class BertPretrainingModel(LanguageSSLPreTrainedModel):
         loss = mlm_predictions = mlm_logits = nsp_logits = None
         if labels is not None:
             masked = labels != -100  # (B, T)
-            mlm_logits = heads.predictions(outputs.last_hidden_state[masked])  # (M, V): the projection for masked rows only
+            mlm_logits = heads.predictions(
+                outputs.last_hidden_state[masked]
+            )  # (M, V): the projection for masked rows only
             loss = F.cross_entropy(mlm_logits.float(), labels[masked]) if masked.any() else mlm_logits.sum() * 0.0
             mlm_predictions = torch.full_like(labels, -100)
             mlm_predictions[masked] = mlm_logits.argmax(-1)
@@ -83,5 +87,8 @@ class BertPretrainingModel(LanguageSSLPreTrainedModel):
                 nsp_loss = F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
                 loss = nsp_loss if loss is None else loss + nsp_loss
         return BertPretrainingOutput(
-            loss=loss, mlm_predictions=mlm_predictions, nsp_logits=nsp_logits, mlm_logits=mlm_logits if return_mlm_logits else None
+            loss=loss,
+            mlm_predictions=mlm_predictions,
+            nsp_logits=nsp_logits,
+            mlm_logits=mlm_logits if return_mlm_logits else None,
         )

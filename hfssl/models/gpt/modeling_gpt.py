@@ -46,7 +46,9 @@ class GPTModel(LanguageSSLPreTrainedModel):
         """
         kwargs.setdefault("use_cache", False)  # training and scoring need no cache; generate() has its own
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
-        return CausalLMOutputWithPast(loss=outputs.loss, logits=outputs.logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(
+            loss=outputs.loss, logits=outputs.logits, past_key_values=outputs.past_key_values
+        )
 
     @torch.no_grad()
     def generate(self, *args, **kwargs) -> torch.LongTensor:

@@ -7,8 +7,8 @@ The views are made on the device by :mod:`hfssl.augment` before ``forward``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers.utils import ModelOutput

@@ -77,13 +77,23 @@ class Word2VecConfig(PreTrainedConfig):
         }
         for name, ok in checks.items():
             if not ok:
-                hint = " (hierarchical softmax is not implemented: use negative sampling)" if name == "negative" else ""
+                hint = (
+                    " (hierarchical softmax is not implemented: use negative sampling)" if name == "negative" else ""
+                )
                 raise ValueError(f"Word2VecConfig.{name}={getattr(self, name)!r} is out of range{hint}.")
         if self.shared_negatives and not self.sg:
-            raise ValueError("Word2VecConfig.shared_negatives is a skip-gram option (CBOW already has one set of negatives per window).")
+            raise ValueError(
+                "Word2VecConfig.shared_negatives is a skip-gram option (CBOW already has one set of negatives per window)."
+            )
         if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
-            raise ValueError(f"Word2VecConfig.loss_implementation must be one of {LOSS_IMPLEMENTATIONS}, got {self.loss_implementation!r}.")
+            raise ValueError(
+                f"Word2VecConfig.loss_implementation must be one of {LOSS_IMPLEMENTATIONS}, got {self.loss_implementation!r}."
+            )
         if self.shared_negatives and self.loss_implementation == "sequential":
-            raise ValueError("Word2VecConfig.shared_negatives runs on the fused or autograd loss, not the sequential kernel.")
+            raise ValueError(
+                "Word2VecConfig.shared_negatives runs on the fused or autograd loss, not the sequential kernel."
+            )
         if not 0 <= self.unk_token_id < self.vocab_size:
-            raise ValueError(f"Word2VecConfig.unk_token_id={self.unk_token_id} must be an id below vocab_size={self.vocab_size}.")
+            raise ValueError(
+                f"Word2VecConfig.unk_token_id={self.unk_token_id} must be an id below vocab_size={self.vocab_size}."
+            )

@@ -42,8 +42,8 @@ from transformers.utils import ModelOutput
 
 from ...data.word2vec import alias_table, keep_probabilities, noise_distribution, training_rows
 from ...tokenization import UNK_TOKEN, UNK_TOKEN_ID, vocabulary_words, word_level_tokenizer
-from .configuration_word2vec import Word2VecConfig
 from . import sequential_sgd
+from .configuration_word2vec import Word2VecConfig
 from .negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class Word2VecModel(PreTrainedModel):
     def words(self) -> list[str]:
         """Words in id order (``[UNK]`` at id 0)."""
         if self.tokenizer is None:
-            raise ValueError("This model has no vocabulary attached: load it with from_pretrained(dir) or call set_tokenizer().")
+            raise ValueError(
+                "This model has no vocabulary attached: load it with from_pretrained(dir) or call set_tokenizer()."
+            )
         return vocabulary_words(self.tokenizer)
 
     # ---- training ---------------------------------------------------------------------------
@@ -142,7 +144,10 @@ class Word2VecModel(PreTrainedModel):
                 )
             threshold, alias = alias_table(noise_distribution(self.word_counts.cpu().numpy(), self.config.ns_exponent))
             device = self.word_counts.device
-            table = (torch.as_tensor(threshold, dtype=torch.float32, device=device), torch.as_tensor(alias, device=device))
+            table = (
+                torch.as_tensor(threshold, dtype=torch.float32, device=device),
+                torch.as_tensor(alias, device=device),
+            )
             self._noise_cache = (key, table)
         return self._noise_cache[1]
 
@@ -211,11 +216,26 @@ class Word2VecModel(PreTrainedModel):
             )
         elif implementation == "fused":
             loss = fused_negative_sampling_loss(
-                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.config.chunk_size, sgd_step_size, shared
+                *weights,
+                center_ids,
+                context_ids,
+                mask,
+                negative_ids,
+                self.config.cbow_mean,
+                self.config.chunk_size,
+                sgd_step_size,
+                shared,
             )
         else:
             loss = negative_sampling_loss(
-                *weights, center_ids, context_ids, mask, negative_ids, self.config.cbow_mean, self.input_embeddings.sparse, shared
+                *weights,
+                center_ids,
+                context_ids,
+                mask,
+                negative_ids,
+                self.config.cbow_mean,
+                self.input_embeddings.sparse,
+                shared,
             )
         return Word2VecOutput(loss=loss, num_pairs=num_pairs)
 
@@ -230,7 +250,9 @@ class Word2VecModel(PreTrainedModel):
             use_kernel = on_cpu and not self.config.shared_negatives and sequential_sgd.is_available()
             return "sequential" if use_kernel else "fused"
         if choice == "sequential" and not on_cpu:
-            raise ValueError("loss_implementation='sequential' is the CPU kernel; on an accelerator use 'fused' (or 'auto').")
+            raise ValueError(
+                "loss_implementation='sequential' is the CPU kernel; on an accelerator use 'fused' (or 'auto')."
+            )
         return choice
 
     def _check_inputs(self, center_ids, context_ids, context_mask) -> None:
@@ -238,9 +260,13 @@ class Word2VecModel(PreTrainedModel):
             raise ValueError(f"center_ids must be (N,), got shape {tuple(center_ids.shape)}.")
         windows = not self.config.sg or self.config.shared_negatives
         if not windows and context_ids.shape != center_ids.shape:
-            raise ValueError(f"Skip-gram takes one context word per row: context_ids (N,) = {tuple(center_ids.shape)}, got {tuple(context_ids.shape)}.")
+            raise ValueError(
+                f"Skip-gram takes one context word per row: context_ids (N,) = {tuple(center_ids.shape)}, got {tuple(context_ids.shape)}."
+            )
         if windows and (context_ids.dim() != 2 or context_mask is None or context_mask.shape != context_ids.shape):
-            raise ValueError("CBOW and skip-gram with shared negatives take context_ids (N, C) with a context_mask of the same shape.")
+            raise ValueError(
+                "CBOW and skip-gram with shared negatives take context_ids (N, C) with a context_mask of the same shape."
+            )
 
     # ---- word vectors -----------------------------------------------------------------------
     def word_vectors(self) -> torch.Tensor:
@@ -313,7 +339,9 @@ class Word2VecModel(PreTrainedModel):
         return model
 
     @classmethod
-    def from_keyed_vectors(cls, keyed_vectors, output_vectors=None, use_counts: bool = True, **config_kwargs) -> "Word2VecModel":
+    def from_keyed_vectors(
+        cls, keyed_vectors, output_vectors=None, use_counts: bool = True, **config_kwargs
+    ) -> Word2VecModel:
         """A model whose vocabulary and input vectors are those of a gensim ``KeyedVectors``.
 
         Words keep their order (ids 1..N after ``[UNK]``); with ``use_counts``, counts come from
@@ -326,7 +354,12 @@ class Word2VecModel(PreTrainedModel):
         lowercase = all(word == word.lower() for word in words)
         pattern = config_kwargs.pop("word_pattern", r"\S+")  # the words as they are, unless told otherwise
         tokenizer = word_level_tokenizer([str(word) for word in words], word_pattern=pattern, lowercase=lowercase)
-        config = Word2VecConfig(vocab_size=len(words) + 1, vector_size=keyed_vectors.vector_size, unk_token_id=UNK_TOKEN_ID, **config_kwargs)
+        config = Word2VecConfig(
+            vocab_size=len(words) + 1,
+            vector_size=keyed_vectors.vector_size,
+            unk_token_id=UNK_TOKEN_ID,
+            **config_kwargs,
+        )
         model = cls(config)
         with torch.no_grad():
             model.input_embeddings.weight[1:] = torch.as_tensor(np.asarray(keyed_vectors.vectors), dtype=torch.float32)
@@ -339,7 +372,7 @@ class Word2VecModel(PreTrainedModel):
         return model
 
     @classmethod
-    def from_word2vec_format(cls, path: str | os.PathLike, binary: bool = False, **config_kwargs) -> "Word2VecModel":
+    def from_word2vec_format(cls, path: str | os.PathLike, binary: bool = False, **config_kwargs) -> Word2VecModel:
         """Load vectors saved in the word2vec text or binary format (by word2vec.c, gensim or hfssl).
 
         The format stores no counts (gensim invents rank-based ones on loading; they are not used),
@@ -351,10 +384,12 @@ class Word2VecModel(PreTrainedModel):
         return cls.from_keyed_vectors(keyed, use_counts=False, **config_kwargs)
 
     @classmethod
-    def from_gensim(cls, gensim_model) -> "Word2VecModel":
+    def from_gensim(cls, gensim_model) -> Word2VecModel:
         """Import a trained gensim ``Word2Vec``: vectors, output vectors, counts and hyperparameters."""
         if not getattr(gensim_model, "negative", 0) or not hasattr(gensim_model, "syn1neg"):
-            raise ValueError("Only gensim models trained with negative sampling (negative > 0) can be imported; hs=1 models cannot.")
+            raise ValueError(
+                "Only gensim models trained with negative sampling (negative > 0) can be imported; hs=1 models cannot."
+            )
         return cls.from_keyed_vectors(
             gensim_model.wv,
             output_vectors=gensim_model.syn1neg,

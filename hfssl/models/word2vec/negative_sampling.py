@@ -26,7 +26,11 @@ import torch.nn.functional as F
 
 
 def context_vectors(
-    input_weight: torch.Tensor, context_ids: torch.Tensor, context_mask: torch.Tensor | None, cbow_mean: bool, sparse: bool = False
+    input_weight: torch.Tensor,
+    context_ids: torch.Tensor,
+    context_mask: torch.Tensor | None,
+    cbow_mean: bool,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """h for each row: (N,) context ids -> (N, D) (skip-gram), or (N, C) ids + mask -> (N, D) (CBOW)."""
     vectors = F.embedding(context_ids, input_weight, sparse=sparse)
@@ -62,12 +66,20 @@ def negative_sampling_loss(
     negatives (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory")."""
     if shared_negatives:
         targets = torch.cat([center_ids[:, None], negative_ids], dim=1)
-        scores = torch.bmm(F.embedding(context_ids, input_weight, sparse=sparse), F.embedding(targets, output_weight, sparse=sparse).transpose(1, 2))
+        scores = torch.bmm(
+            F.embedding(context_ids, input_weight, sparse=sparse),
+            F.embedding(targets, output_weight, sparse=sparse).transpose(1, 2),
+        )
         mask = context_mask.to(scores.dtype)  # (N, C); scores (N, C, 1 + K)
         valid = (negative_ids != center_ids[:, None]).to(scores.dtype)
-        return -(F.logsigmoid(scores[:, :, 0]) * mask).sum() - (F.logsigmoid(-scores[:, :, 1:]) * mask[:, :, None] * valid[:, None, :]).sum()
+        return (
+            -(F.logsigmoid(scores[:, :, 0]) * mask).sum()
+            - (F.logsigmoid(-scores[:, :, 1:]) * mask[:, :, None] * valid[:, None, :]).sum()
+        )
     h = context_vectors(input_weight, context_ids, context_mask, cbow_mean, sparse)  # (N, D)
-    targets = F.embedding(torch.cat([center_ids[:, None], negative_ids], dim=1), output_weight, sparse=sparse)  # (N, 1 + K, D)
+    targets = F.embedding(
+        torch.cat([center_ids[:, None], negative_ids], dim=1), output_weight, sparse=sparse
+    )  # (N, 1 + K, D)
     scores = torch.bmm(targets, h[:, :, None]).squeeze(-1)  # (N, 1 + K)
     positive, negative = scores[:, 0], scores[:, 1:]
     valid = (negative_ids != center_ids[:, None]).to(h.dtype)
@@ -88,24 +100,57 @@ class FusedNegativeSamplingLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size, shared_negatives):
+    def forward(
+        ctx,
+        input_weight,
+        output_weight,
+        center_ids,
+        context_ids,
+        context_mask,
+        negative_ids,
+        cbow_mean,
+        chunk_size,
+        step_size,
+        shared_negatives,
+    ):
         with torch.no_grad():
             if step_size > 0:
                 start = (input_weight.clone(), output_weight.clone())
                 try:
                     loss = _loss_over_chunks(
-                        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives,
-                        chunk_size, accumulators=(input_weight, output_weight), scale=-step_size,
+                        input_weight,
+                        output_weight,
+                        center_ids,
+                        context_ids,
+                        context_mask,
+                        negative_ids,
+                        cbow_mean,
+                        shared_negatives,
+                        chunk_size,
+                        accumulators=(input_weight, output_weight),
+                        scale=-step_size,
                     )
-                    grads = tuple(torch.sub(before, after).div_(step_size) for before, after in zip(start, (input_weight, output_weight)))
+                    grads = tuple(
+                        torch.sub(before, after).div_(step_size)
+                        for before, after in zip(start, (input_weight, output_weight))
+                    )
                 finally:
                     input_weight.copy_(start[0])
                     output_weight.copy_(start[1])
             else:
                 grads = (torch.zeros_like(input_weight), torch.zeros_like(output_weight))
                 loss = _loss_over_chunks(
-                    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives,
-                    chunk_size, accumulators=grads, scale=1.0,
+                    input_weight,
+                    output_weight,
+                    center_ids,
+                    context_ids,
+                    context_mask,
+                    negative_ids,
+                    cbow_mean,
+                    shared_negatives,
+                    chunk_size,
+                    accumulators=grads,
+                    scale=1.0,
                 )
         ctx.save_for_backward(*grads)
         return loss.to(input_weight.dtype)
@@ -117,7 +162,17 @@ class FusedNegativeSamplingLoss(torch.autograd.Function):
 
 
 def _loss_over_chunks(
-    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, shared_negatives, chunk_size, accumulators, scale
+    input_weight,
+    output_weight,
+    center_ids,
+    context_ids,
+    context_mask,
+    negative_ids,
+    cbow_mean,
+    shared_negatives,
+    chunk_size,
+    accumulators,
+    scale,
 ):
     """Summed loss of all rows; each chunk adds ``scale`` times its gradients into ``accumulators``."""
     loss = torch.zeros((), dtype=torch.float64, device=input_weight.device)
@@ -128,11 +183,23 @@ def _loss_over_chunks(
     for start in range(0, center_ids.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
         mask = None if context_mask is None else context_mask[rows]
-        loss += chunk_loss(input_weight, output_weight, center_ids[rows], context_ids[rows], mask, negative_ids[rows], *extra, *accumulators, scale)
+        loss += chunk_loss(
+            input_weight,
+            output_weight,
+            center_ids[rows],
+            context_ids[rows],
+            mask,
+            negative_ids[rows],
+            *extra,
+            *accumulators,
+            scale,
+        )
     return loss
 
 
-def _window_chunk_loss_and_grads(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, input_acc, output_acc, scale):
+def _window_chunk_loss_and_grads(
+    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, input_acc, output_acc, scale
+):
     """Skip-gram with the negatives shared by a window's pairs: three small matrix products per chunk."""
     rows, slots = context_mask.nonzero(as_tuple=True)
     words = context_ids[rows, slots]
@@ -145,14 +212,25 @@ def _window_chunk_loss_and_grads(input_weight, output_weight, center_ids, contex
     valid = (negative_ids != center_ids[:, None]).to(scores.dtype)[:, None, :]  # (n, 1, K)
     positive, negative = scores[:, :, :1], scores[:, :, 1:]
     loss = -(F.logsigmoid(positive) * mask).sum() - (F.logsigmoid(-negative) * mask * valid).sum()
-    score_grad = torch.cat([torch.sigmoid(positive) - 1, torch.sigmoid(negative) * valid], dim=2) * (mask * scale)  # (n, C, 1 + K)
+    score_grad = torch.cat([torch.sigmoid(positive) - 1, torch.sigmoid(negative) * valid], dim=2) * (
+        mask * scale
+    )  # (n, C, 1 + K)
     output_acc.index_add_(0, targets.reshape(-1), torch.bmm(score_grad.transpose(1, 2), h).reshape(-1, h.shape[2]))
     input_acc.index_add_(0, words, torch.bmm(score_grad, u)[rows, slots])
     return loss.double()
 
 
 def _chunk_loss_and_grads(
-    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, input_acc, output_acc, scale
+    input_weight,
+    output_weight,
+    center_ids,
+    context_ids,
+    context_mask,
+    negative_ids,
+    cbow_mean,
+    input_acc,
+    output_acc,
+    scale,
 ):
     """Loss of one chunk of rows; adds ``scale`` times the chunk's gradients into ``input_acc``/``output_acc``."""
     targets = torch.cat([center_ids[:, None], negative_ids], dim=1)  # (n, 1 + K)
@@ -161,7 +239,9 @@ def _chunk_loss_and_grads(
     else:  # gather the real context words only (about half of the padded slots)
         rows, slots = context_mask.nonzero(as_tuple=True)
         words = context_ids[rows, slots]
-        h = input_weight.new_zeros(len(center_ids), input_weight.shape[1]).index_add_(0, rows, input_weight.index_select(0, words))
+        h = input_weight.new_zeros(len(center_ids), input_weight.shape[1]).index_add_(
+            0, rows, input_weight.index_select(0, words)
+        )
         if cbow_mean:
             h /= torch.bincount(rows, minlength=len(center_ids)).clamp_min(1).to(h.dtype)[:, None]
     u = output_weight.index_select(0, targets.reshape(-1)).view(*targets.shape, -1)  # (n, 1 + K, D)
@@ -169,7 +249,9 @@ def _chunk_loss_and_grads(
     valid = (negative_ids != center_ids[:, None]).to(scores.dtype)
     positive, negative = scores[:, 0], scores[:, 1:]
     loss = -F.logsigmoid(positive).sum() - (F.logsigmoid(-negative) * valid).sum()
-    score_grad = torch.cat([(torch.sigmoid(positive) - 1)[:, None], torch.sigmoid(negative) * valid], dim=1)  # (n, 1 + K)
+    score_grad = torch.cat(
+        [(torch.sigmoid(positive) - 1)[:, None], torch.sigmoid(negative) * valid], dim=1
+    )  # (n, 1 + K)
     score_grad *= scale  # scales both gradients below (cheaper than index_add_'s alpha)
     h_grad = torch.bmm(score_grad[:, None, :], u).squeeze(1)  # (n, D)
     output_acc.index_add_(0, targets.reshape(-1), (score_grad[:, :, None] * h[:, None, :]).reshape(-1, h.shape[1]))
@@ -181,10 +263,27 @@ def _chunk_loss_and_grads(
 
 
 def fused_negative_sampling_loss(
-    input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean: bool = True, chunk_size: int = 2048,
-    step_size: float = 0.0, shared_negatives: bool = False,
+    input_weight,
+    output_weight,
+    center_ids,
+    context_ids,
+    context_mask,
+    negative_ids,
+    cbow_mean: bool = True,
+    chunk_size: int = 2048,
+    step_size: float = 0.0,
+    shared_negatives: bool = False,
 ) -> torch.Tensor:
     """:class:`FusedNegativeSamplingLoss` with keyword defaults (arguments as :func:`negative_sampling_loss`)."""
     return FusedNegativeSamplingLoss.apply(
-        input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, chunk_size, step_size, shared_negatives
+        input_weight,
+        output_weight,
+        center_ids,
+        context_ids,
+        context_mask,
+        negative_ids,
+        cbow_mean,
+        chunk_size,
+        step_size,
+        shared_negatives,
     )

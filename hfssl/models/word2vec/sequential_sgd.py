@@ -25,7 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -41,15 +41,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HFSSL_CACHE", Path.home() / ".cache" / "hfssl")) / "kernels"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_library() -> ctypes.CDLL | None:
     """The compiled kernel, built on first use; None (with one logged warning) when it cannot be built."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
-        logger.warning("No C++ compiler found ($CXX, c++ or g++): word2vec falls back to the slower fused torch loss on the CPU.")
+        logger.warning(
+            "No C++ compiler found ($CXX, c++ or g++): word2vec falls back to the slower fused torch loss on the CPU."
+        )
         return None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([compiler, _compiler_version(compiler), *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        source + " ".join([compiler, _compiler_version(compiler), *FLAGS, platform.machine()]).encode()
+    ).hexdigest()[:16]
     target = cache_dir() / f"sequential_sgd_{key}.so"
     try:
         if not target.exists():
@@ -57,20 +61,29 @@ def load_library() -> ctypes.CDLL | None:
         library = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as error:
         details = getattr(error, "stderr", "") or error
-        logger.warning("Building or loading the word2vec CPU kernel failed, so word2vec falls back to the fused torch loss: %s", details)
+        logger.warning(
+            "Building or loading the word2vec CPU kernel failed, so word2vec falls back to the fused torch loss: %s",
+            details,
+        )
         return None
     for name in ("hfssl_word2vec_sgd_float", "hfssl_word2vec_sgd_double"):
         function = getattr(library, name)
         function.restype = ctypes.c_double
-        function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p] + [
-            ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_int
-        ]
+        function.argtypes = (
+            [ctypes.c_void_p] * 4
+            + [ctypes.c_int64]
+            + [ctypes.c_void_p] * 3
+            + [ctypes.c_int64, ctypes.c_void_p]
+            + [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_double, ctypes.c_int]
+        )
     return library
 
 
 def _compiler_version(compiler: str) -> str:
     try:
-        return subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[
+            0
+        ]
     except (OSError, subprocess.CalledProcessError, IndexError):
         return "unknown"
 
@@ -107,7 +120,9 @@ def sequential_sgd_loss_and_grads(
     """
     library = load_library()
     if library is None:
-        raise RuntimeError("The word2vec CPU kernel is not available (no C++ compiler): use loss_implementation='fused'.")
+        raise RuntimeError(
+            "The word2vec CPU kernel is not available (no C++ compiler): use loss_implementation='fused'."
+        )
     _check_shapes(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids)
     dtype = input_weight.dtype
     function = library.hfssl_word2vec_sgd_float if dtype == torch.float32 else library.hfssl_word2vec_sgd_double
@@ -119,24 +134,49 @@ def sequential_sgd_loss_and_grads(
     _check_ids(input_weight.shape[0], centers, contexts, negatives)
     input_grad, output_grad = torch.zeros_like(input_weight), torch.zeros_like(output_weight)
     loss = function(
-        input_weight.data_ptr(), output_weight.data_ptr(), input_grad.data_ptr(), output_grad.data_ptr(), input_weight.shape[1],
-        centers.data_ptr(), contexts.data_ptr(), None if mask is None else mask.data_ptr(), contexts.shape[1],
-        negatives.data_ptr(), len(centers), negatives.shape[1], int(cbow_mean), float(step_size), int(threads),
+        input_weight.data_ptr(),
+        output_weight.data_ptr(),
+        input_grad.data_ptr(),
+        output_grad.data_ptr(),
+        input_weight.shape[1],
+        centers.data_ptr(),
+        contexts.data_ptr(),
+        None if mask is None else mask.data_ptr(),
+        contexts.shape[1],
+        negatives.data_ptr(),
+        len(centers),
+        negatives.shape[1],
+        int(cbow_mean),
+        float(step_size),
+        int(threads),
     )
     return torch.tensor(loss, dtype=torch.float64), input_grad, output_grad
 
 
 def _check_shapes(input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids) -> None:
     """The kernel reads raw memory by these shapes: every mismatch must be an error, not a read past a tensor."""
-    tensors = (input_weight, output_weight, center_ids, context_ids, negative_ids) + (() if context_mask is None else (context_mask,))
+    tensors = (input_weight, output_weight, center_ids, context_ids, negative_ids) + (
+        () if context_mask is None else (context_mask,)
+    )
     if any(tensor.device.type != "cpu" for tensor in tensors):
-        raise ValueError("The word2vec CPU kernel takes CPU tensors; on an accelerator use loss_implementation='fused'.")
+        raise ValueError(
+            "The word2vec CPU kernel takes CPU tensors; on an accelerator use loss_implementation='fused'."
+        )
     if input_weight.dtype not in (torch.float32, torch.float64) or output_weight.dtype != input_weight.dtype:
-        raise ValueError(f"The word2vec CPU kernel takes float32 or float64 weights of one dtype, got {input_weight.dtype} and {output_weight.dtype}.")
+        raise ValueError(
+            f"The word2vec CPU kernel takes float32 or float64 weights of one dtype, got {input_weight.dtype} and {output_weight.dtype}."
+        )
     if input_weight.dim() != 2 or output_weight.shape != input_weight.shape:
-        raise ValueError(f"Both weight matrices must be (V, D) alike, got {tuple(input_weight.shape)} and {tuple(output_weight.shape)}.")
+        raise ValueError(
+            f"Both weight matrices must be (V, D) alike, got {tuple(input_weight.shape)} and {tuple(output_weight.shape)}."
+        )
     rows = center_ids.shape[0]
-    if center_ids.dim() != 1 or context_ids.shape[0] != rows or negative_ids.dim() != 2 or negative_ids.shape[0] != rows:
+    if (
+        center_ids.dim() != 1
+        or context_ids.shape[0] != rows
+        or negative_ids.dim() != 2
+        or negative_ids.shape[0] != rows
+    ):
         raise ValueError(
             f"Rows disagree: center_ids {tuple(center_ids.shape)}, context_ids {tuple(context_ids.shape)}, negative_ids {tuple(negative_ids.shape)} "
             "(expected (N,), (N,) or (N, C), and (N, K))."
@@ -149,16 +189,37 @@ def _check_ids(vocab_size: int, *ids: torch.Tensor) -> None:
     """The kernel indexes raw memory: an id outside the vocabulary must be an error, not a crash."""
     for tensor in ids:
         if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= vocab_size):
-            raise IndexError(f"word ids must lie in [0, {vocab_size}), got ids from {int(tensor.min())} to {int(tensor.max())}.")
+            raise IndexError(
+                f"word ids must lie in [0, {vocab_size}), got ids from {int(tensor.min())} to {int(tensor.max())}."
+            )
 
 
 class SequentialSGDLoss(torch.autograd.Function):
     """Autograd wrapper: forward runs the kernel, backward scales its gradients."""
 
     @staticmethod
-    def forward(ctx, input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, step_size, threads):
+    def forward(
+        ctx,
+        input_weight,
+        output_weight,
+        center_ids,
+        context_ids,
+        context_mask,
+        negative_ids,
+        cbow_mean,
+        step_size,
+        threads,
+    ):
         loss, input_grad, output_grad = sequential_sgd_loss_and_grads(
-            input_weight, output_weight, center_ids, context_ids, context_mask, negative_ids, cbow_mean, step_size, threads
+            input_weight,
+            output_weight,
+            center_ids,
+            context_ids,
+            context_mask,
+            negative_ids,
+            cbow_mean,
+            step_size,
+            threads,
         )
         ctx.save_for_backward(input_grad, output_grad)
         return loss.to(input_weight.dtype)
