@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Views/s of the SimCLR view generator: the former kornia ``AugmentationSequential`` pipeline (kept
-below as the reference) against :class:`hfssl.augment.ViewGenerator`, measured in the same run.
+"""Views/s of the view generator: the former kornia ``AugmentationSequential`` pipeline (kept below
+as the reference) against :class:`hfssl.augment.ViewGenerator`, measured in the same run.
 
     python benchmarks/augment_speed.py --device cpu --threads 2
     python benchmarks/augment_speed.py --device cuda --configs 256x32,256x96,256x224
+    python benchmarks/augment_speed.py --device cuda --configs 64x224 --views multi_crop --local_size 96
 
-Each call makes two SimCLR views of a uint8 batch (B, 3, S, S); old and new calls alternate so that
-both see the same machine load, and the median over ``--repeats`` calls is reported. Prints a
+Each call makes the views of a uint8 batch (B, C, S, S): two SimCLR views of S pixels, or with
+``--views multi_crop`` DINO's 2 global crops of S pixels and ``--num_local_crops`` local crops of
+``--local_size`` pixels (:func:`hfssl.augment.multi_crop_recipes`). Old and new calls alternate so
+that both see the same machine load, and the median over ``--repeats`` calls is reported. Prints a
 Markdown table.
 """
 
@@ -24,11 +27,12 @@ import torch
 from torch import nn
 
 from hfssl.augment import (
+    ViewGenerator,
     ViewRecipe,
     default_normalization,
     match_channels,
+    multi_crop_recipes,
     simclr_recipe,
-    simclr_view_generator,
     to_unit_float,
 )
 
@@ -61,7 +65,9 @@ class KorniaViewGenerator(nn.Module):
         super().__init__()
         mean, std = default_normalization(num_channels)
         self.num_channels = num_channels
-        self.augmentations = nn.ModuleList(build_kornia_augmentation(recipe, image_size) for recipe in recipes)
+        self.augmentations = nn.ModuleList(
+            build_kornia_augmentation(recipe, recipe.size or image_size) for recipe in recipes
+        )
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -96,12 +102,34 @@ def alternate(functions: dict, device: torch.device, repeats: int, warmup: int) 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def local_size(args, size: int) -> int:
+    return args.local_size or max(1, round(size * 96 / 224))  # DINO's 96 px local crops of 224 px images
+
+
+def view_recipes(args, size: int) -> list[ViewRecipe]:
+    if args.views == "simclr":
+        return [simclr_recipe(size)] * 2
+    return multi_crop_recipes(size, local_size(args, size), args.num_local_crops)
+
+
+def describe(args) -> str:
+    if args.views == "simclr":
+        return "two SimCLR views"
+    local = f"{args.local_size} px" if args.local_size else "96/224 of the size"
+    return f"DINO multi-crop views (2 global + {args.num_local_crops} local crops of {local})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--configs", default="256x32,256x96,64x224", help="comma-separated BATCHxSIZE")
     parser.add_argument("--channels", type=int, default=3, choices=[1, 3], help="channels of the uint8 input")
+    parser.add_argument("--views", default="simclr", choices=["simclr", "multi_crop"])
+    parser.add_argument(
+        "--local_size", type=int, default=None, help="multi_crop: local crop side (default: 96/224 of SIZE)"
+    )
+    parser.add_argument("--num_local_crops", type=int, default=6, help="multi_crop: local crops per image")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -113,7 +141,7 @@ def main() -> None:
     cpu = f"{platform.processor() or platform.machine()}, {args.threads} threads"
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     print(
-        f"torch {torch.__version__}, kornia {kornia.__version__}, {device_name}; two SimCLR views per call, "
+        f"torch {torch.__version__}, kornia {kornia.__version__}, {device_name}; {describe(args)} per call, "
         f"median of {args.repeats} alternating calls\n"
     )
     print(
@@ -122,14 +150,14 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for config in args.configs.split(","):
         batch, size = (int(value) for value in config.lower().split("x"))
-        recipe = simclr_recipe(size)
-        old = KorniaViewGenerator([recipe, recipe], size).to(device)
-        new = simclr_view_generator(size).to(device)
+        recipes = view_recipes(args, size)
+        old = KorniaViewGenerator(recipes, size).to(device)
+        new = ViewGenerator(recipes, size).to(device)
         images = torch.randint(0, 256, (batch, args.channels, size, size), dtype=torch.uint8, device=device)
         seconds = alternate(
             {"old": lambda: old(images), "new": lambda: new(images)}, device, args.repeats, args.warmup
         )
-        views = 2 * batch
+        views = len(recipes) * batch
         print(
             f"| {batch} | {size} | {seconds['old'] * 1e3:.1f} | {seconds['new'] * 1e3:.1f} | {views / seconds['old']:.0f} | "
             f"{views / seconds['new']:.0f} | {seconds['old'] / seconds['new']:.1f}x |",

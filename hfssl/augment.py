@@ -1,8 +1,10 @@
 """Batched view generation on the device.
 
 The DataLoader yields uint8 images (B, C, H, W); everything here runs where the model runs, on
-the whole batch at once. A :class:`ViewRecipe` describes the random augmentation of one view;
-:class:`ViewGenerator` turns a uint8 batch into normalised float views for the backbone, and
+the whole batch at once. A :class:`ViewRecipe` describes the random augmentation of one view and
+its output size; :class:`ViewGenerator` turns a uint8 batch into normalised float views for the
+backbone (views of one size, as SimCLR's and BYOL's, or of several, as the multi-crop of SwAV and
+DINO: 2 global + N local crops), and
 :class:`EvalTransform` is its deterministic counterpart for evaluation (resize + normalise), the
 same preprocessing as the image processor saved beside every checkpoint.
 
@@ -16,7 +18,12 @@ with its parameters drawn per image, and runs batched over all images and views 
 * colour jitter: brightness, contrast, saturation and hue in a random order drawn per image, each
   factor per image, clamped to [0, 1] after each step; hue is the exact HSV hue shift.
 * greyscale, Gaussian blur and solarisation run on the images they were drawn for only; an
-  operation whose probability is 0 in every recipe is skipped.
+  operation whose probability is 0 in every recipe of a size group (below) is skipped there. The
+  blur kernel is odd and about 10% of the view's side.
+
+Views of several sizes: the recipes are grouped by output size, and each group is made as above,
+with one resampling for all its views. All per-image parameters still come from one ``torch.rand``
+call for all (image, view) rows, in the row layout of the one-size case.
 
 On the CPU the batch goes through in chunks of a few images, which stay in cache through all the
 operations; the result does not depend on the chunking.
@@ -29,6 +36,7 @@ The result is converted to the backbone's ``num_channels`` (3 -> 1 by luminance,
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Union
@@ -56,7 +64,8 @@ class ViewRecipe:
 
     The colour jitter strengths follow torchvision's ``ColorJitter``: a number ``x`` draws the factor
     uniformly from ``[max(0, 1 - x), 1 + x]`` (hue: the shift from ``[-x, x]``, in turns, ``x <= 0.5``);
-    a ``(min, max)`` pair gives the range directly.
+    a ``(min, max)`` pair gives the range directly. ``size`` is the side of the square output view in
+    pixels (None: the ``image_size`` of the :class:`ViewGenerator`).
     """
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -71,6 +80,7 @@ class ViewRecipe:
     blur_probability: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_probability: float = 0.0
+    size: int | None = None  # side of the square view in pixels; None: the generator's image_size
 
 
 def simclr_recipe(image_size: int, color_jitter_strength: float = 1.0) -> ViewRecipe:
@@ -88,6 +98,61 @@ def simclr_recipe(image_size: int, color_jitter_strength: float = 1.0) -> ViewRe
         hue=0.2 * s,
         blur_probability=0.5 if image_size > 32 else 0.0,
     )
+
+
+# Colour jitter of BYOL (Grill et al. 2020, table 6), which DINO (Caron et al. 2021) keeps.
+_BYOL_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
+
+
+def byol_recipes(image_size: int) -> list[ViewRecipe]:
+    """BYOL's two asymmetric views (Grill et al. 2020, appendix B, table 6), for images of ``image_size`` pixels.
+
+    Both: random resized crop (scale 0.08-1), flip, colour jitter (0.4, 0.4, 0.2, 0.1) with p=0.8,
+    greyscale with p=0.2. Gaussian blur with p=1.0 in the first view and 0.1 in the second,
+    solarisation with p=0 and 0.2. As :func:`simclr_recipe`, images of 32 pixels or less get no blur.
+    The views take the generator's ``image_size``.
+    """
+    blurs = _check_size(image_size, "image_size") > 32
+    return [
+        ViewRecipe(**_BYOL_JITTER, blur_probability=1.0 if blurs else 0.0),
+        ViewRecipe(**_BYOL_JITTER, blur_probability=0.1 if blurs else 0.0, solarize_probability=0.2),
+    ]
+
+
+def multi_crop_recipes(
+    global_size: int,
+    local_size: int,
+    num_local_crops: int,
+    global_crop_scale: tuple[float, float] = (0.4, 1.0),
+    local_crop_scale: tuple[float, float] = (0.05, 0.4),
+) -> list[ViewRecipe]:
+    """Multi-crop views: 2 global crops of ``global_size`` pixels, then ``num_local_crops`` local crops of
+    ``local_size`` pixels (multi-crop of SwAV, Caron et al. 2020; the augmentation of DINO, Caron et al. 2021).
+
+    All views: random resized crop (global: ``global_crop_scale``, local: ``local_crop_scale``), flip,
+    colour jitter (0.4, 0.4, 0.2, 0.1) with p=0.8, greyscale with p=0.2. Gaussian blur with p=1.0 in the
+    first global crop, 0.1 in the second (which is also solarised with p=0.2), 0.5 in the local crops.
+    As :func:`simclr_recipe`, views of 32 pixels or less get no blur (decided per view size: CIFAR-sized
+    crops, e.g. 32 + 16 px, get none at all). Pass ``global_size`` as the generator's ``image_size``.
+    """
+    global_size, local_size = _check_size(global_size, "global_size"), _check_size(local_size, "local_size")
+    if isinstance(num_local_crops, bool) or not isinstance(num_local_crops, numbers.Integral) or num_local_crops < 0:
+        raise ValueError(f"num_local_crops must be an int >= 0, got {num_local_crops!r}.")
+
+    def recipe(size: int, crop_scale: tuple[float, float], blur: float, solarize: float = 0.0) -> ViewRecipe:
+        return ViewRecipe(
+            crop_scale=crop_scale,
+            **_BYOL_JITTER,
+            blur_probability=blur if size > 32 else 0.0,
+            solarize_probability=solarize,
+            size=size,
+        )
+
+    return [
+        recipe(global_size, global_crop_scale, 1.0),
+        recipe(global_size, global_crop_scale, 0.1, solarize=0.2),
+        *(recipe(local_size, local_crop_scale, 0.5) for _ in range(num_local_crops)),
+    ]
 
 
 def default_normalization(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -184,6 +249,17 @@ def _jitter_range(value: JitterRange, name: str) -> tuple[float, float]:
             f"ViewRecipe.{name} range must satisfy {bounds[0]} <= min <= max <= {bounds[1]}, got {value}."
         )
     return low, high
+
+
+def _check_size(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (a side in pixels), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int (pixels), got {value!r}.")
+    return int(value)
+
+
+def _blur_kernel_size(size: int) -> int:
+    return max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, ~10% of the side
 
 
 def _recipe_row(recipe: ViewRecipe) -> list[float]:
@@ -353,6 +429,67 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) 
     return down
 
 
+@dataclass(frozen=True)
+class _SizeGroup:
+    """The views of one output size (positions in the recipe list) and the operations their recipes apply."""
+
+    size: int
+    views: tuple[int, ...]
+    blur_kernel_size: int
+    jitter_ops: tuple[int, ...]
+    grayscales: bool
+    blurs: bool
+    solarizes: bool
+
+
+def _applied_operations(recipe_rows: list[list[float]]) -> tuple[tuple[int, ...], bool, bool, bool]:
+    """The operations that some of these recipes apply (a jitter op: p > 0 and a range other than identity):
+    jitter ops, greyscale, blur, solarisation."""
+    identity = (1.0, 1.0, 1.0, 0.0)
+    jitter_ops = tuple(
+        op for op, name in enumerate(_JITTER_NAMES)
+        if any(row[_C["jitter"]] > 0 and (row[_C[f"{name}_lo"]], row[_C[f"{name}_hi"]]) != (identity[op],) * 2 for row in recipe_rows)
+    )  # fmt: skip
+    return (
+        jitter_ops,
+        any(row[_C["grayscale"]] > 0 for row in recipe_rows),
+        any(row[_C["blur"]] > 0 for row in recipe_rows),
+        any(row[_C["solarize"]] > 0 for row in recipe_rows),
+    )
+
+
+def _row_parameters(
+    draws: torch.Tensor, table: torch.Tensor, group: _SizeGroup, channels: int
+) -> tuple[tuple[int, ...], dict[str, torch.Tensor]]:
+    """The jitter ops to run and the per-row parameters of the operations after the crop, from ``draws``
+    (n, _NUM_DRAWS) and the recipes' ``table`` rows (n, columns) of a size group's rows."""
+    # Saturation and hue leave grey unchanged: a greyscale batch stays single-channel without them.
+    jitter_ops = (
+        group.jitter_ops if channels == 3 else tuple(op for op in group.jitter_ops if op in (_BRIGHTNESS, _CONTRAST))
+    )
+    rows = {}
+    if jitter_ops:
+        rows["jittered"] = draws[:, _U_JITTER] < table[:, _C["jitter"]]
+        low = table[:, _C["brightness_lo"] : _C["hue_hi"] + 1 : 2]
+        high = table[:, _C["brightness_hi"] : _C["hue_hi"] + 1 : 2]
+        # (n, 4): brightness, contrast, saturation, hue
+        rows["factors"] = low + draws[:, _U_FACTORS] * (high - low)
+        keys = draws[:, _U_ORDER].clone()
+        for op in set(range(4)) - set(jitter_ops):
+            keys[:, op] = 2.0  # sorts after the draws in [0, 1)
+        # (n, k): the operations in a random order per image
+        rows["order"] = keys.argsort(dim=1)[:, : len(jitter_ops)]
+    if group.grayscales and channels == 3:
+        rows["grayscale"] = draws[:, _U_GRAYSCALE] < table[:, _C["grayscale"]]
+    if group.blurs:
+        rows["blur"] = draws[:, _U_BLUR] < table[:, _C["blur"]]
+        sigma_lo, sigma_hi = table[:, _C["sigma_lo"]], table[:, _C["sigma_hi"]]
+        rows["sigma"] = sigma_lo + draws[:, _U_SIGMA] * (sigma_hi - sigma_lo)
+    if group.solarizes:
+        rows["solarize"] = draws[:, _U_SOLARIZE] < table[:, _C["solarize"]]
+    return jitter_ops, rows
+
+
 def _row_groups(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     """Indices of the True rows of each (n,) mask, all found at once (one device synchronisation)."""
     if not masks:
@@ -366,19 +503,21 @@ class ViewGenerator(nn.Module):
     """Make one augmented view per recipe from a uint8 batch, on the batch's device.
 
     Args:
-        recipes: one :class:`ViewRecipe` per view (SimCLR: two of :func:`simclr_recipe`).
-        image_size: side of the square views.
+        recipes: one :class:`ViewRecipe` per view (SimCLR: two of :func:`simclr_recipe`; BYOL:
+            :func:`byol_recipes`; DINO: :func:`multi_crop_recipes`).
+        image_size: side of the square views whose recipe has no ``size``.
         num_channels: channels the backbone expects.
         mean, std: per-channel normalisation (defaults: :func:`default_normalization`).
 
-    Call: uint8 (B, C, H, W) with C in {1, 3} -> list of float32 (B, num_channels, S, S), one per
-    recipe. Randomness comes from torch's global generator (of the batch's device):
-    ``torch.manual_seed`` makes it reproducible.
+    Call: uint8 (B, C, H, W) with C in {1, 3} -> list of float32 (B, num_channels, S_v, S_v), one per
+    recipe, in recipe order (S_v: the recipe's ``size``, else ``image_size``). Randomness comes from
+    torch's global generator (of the batch's device): ``torch.manual_seed`` makes it reproducible.
 
     All views are made together, as one batch of ``len(recipes) * B`` images with per-image
-    parameters (see the module docstring for each operation). On an accelerator a call waits for
-    the device once, to find the images that each subset operation applies to (and kornia's blur
-    reads its sigmas back).
+    parameters (see the module docstring for each operation), one resampling (``grid_sample``) per
+    output size (per chunk of images on the CPU). On an accelerator a call waits for the device
+    once per output size, to find the images that each subset operation applies to (and kornia's
+    blur reads its sigmas back).
     """
 
     def __init__(
@@ -394,74 +533,69 @@ class ViewGenerator(nn.Module):
             raise ValueError("ViewGenerator needs at least one ViewRecipe.")
         default_mean, default_std = default_normalization(num_channels)
         self.recipes = tuple(recipes)
-        self.image_size = image_size
+        self.image_size = _check_size(image_size, "image_size")
         self.num_channels = num_channels
-        self.blur_kernel_size = max(3, int(0.1 * image_size) // 2 * 2 + 1)  # odd, ~10% of the side
+        self.view_sizes = tuple(
+            self.image_size if recipe.size is None else _check_size(recipe.size, f"ViewRecipe.size (view {view})")
+            for view, recipe in enumerate(self.recipes)
+        )
         recipe_rows = [_recipe_row(recipe) for recipe in self.recipes]
         self.register_buffer("table", torch.tensor(recipe_rows, dtype=torch.float32), persistent=False)
         self.register_buffer("luma", torch.tensor(_LUMA, dtype=torch.float32).view(1, 1, 3), persistent=False)
         self.normalize = _Normalize(mean or default_mean, std or default_std)
-        # Operations that some recipe applies; the others are skipped.
-        identity = (1.0, 1.0, 1.0, 0.0)
-        self.jitter_ops = tuple(
-            op for op, name in enumerate(_JITTER_NAMES)
-            if any(row[_C["jitter"]] > 0 and (row[_C[f"{name}_lo"]], row[_C[f"{name}_hi"]]) != (identity[op],) * 2 for row in recipe_rows)
-        )  # fmt: skip
-        self.grayscales = any(row[_C["grayscale"]] > 0 for row in recipe_rows)
-        self.blurs = any(row[_C["blur"]] > 0 for row in recipe_rows)
-        self.solarizes = any(row[_C["solarize"]] > 0 for row in recipe_rows)
+        # Operations that some recipe applies (per size group: those that some recipe of the group applies;
+        # the others are skipped there).
+        self.jitter_ops, self.grayscales, self.blurs, self.solarizes = _applied_operations(recipe_rows)
+        # sizes in order of first appearance
+        self.groups = tuple(self._size_group(size, recipe_rows) for size in dict.fromkeys(self.view_sizes))
+
+    def _size_group(self, size: int, recipe_rows: list[list[float]]) -> _SizeGroup:
+        views = tuple(view for view, view_size in enumerate(self.view_sizes) if view_size == size)
+        operations = _applied_operations([recipe_rows[view] for view in views])
+        return _SizeGroup(size, views, _blur_kernel_size(size), *operations)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         if images.dim() != 4:
             raise ValueError(f"Expected a batch of images (B, C, H, W), got shape {tuple(images.shape)}.")
-        batch, channels, height, width = images.shape
+        batch, channels = images.shape[:2]
         match_channels(
             images[:0].float(), 3 if channels not in (1, 3) else self.num_channels
         )  # raises on a channel mismatch
         if self.table.device != images.device:
             self.to(images.device)
-        views, size = len(self.recipes), self.image_size
+        views = len(self.recipes)
         # All parameters are drawn for all (image, view) rows at once; row b * V + v is view v of image b.
-        table = self.table.repeat(batch, 1)  # (n, columns)
         # Every process draws the rows of the whole global batch (same seed, same stream) and keeps its
         # own: processes get different views, the same ones a single process would make for the
         # concatenated batch.
         rows_here, process = batch * views, distributed.rank()
         draws = torch.rand(distributed.world_size() * rows_here, _NUM_DRAWS, device=images.device, dtype=torch.float32)
         draws = draws[process * rows_here : (process + 1) * rows_here]
+        out: list[torch.Tensor | None] = [None] * views
+        for group in self.groups:
+            if len(group.views) == views:  # one size: every row, as drawn
+                group_draws, table = draws, self.table
+            else:  # this size's rows b * V + v, in that order
+                index = torch.as_tensor(group.views, device=images.device)
+                group_draws = draws.view(batch, views, _NUM_DRAWS).index_select(1, index).flatten(0, 1)
+                table = self.table.index_select(0, index)
+            for view, result in zip(group.views, self._make_views(images, group, group_draws, table.repeat(batch, 1))):
+                out[view] = result
+        return out
+
+    def _make_views(
+        self, images: torch.Tensor, group: _SizeGroup, draws: torch.Tensor, table: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The views of one size group: ``draws`` and ``table`` (B * V_g, ...) rows b * V_g + j -> V_g (B, C', S, S)."""
+        batch, channels, height, width = images.shape
+        views, size = len(group.views), group.size
         top, left, h, w = _crop_boxes(draws, table, height, width)
         grid_x, grid_y = _crop_coordinates(
             top, left, h, w, draws[:, _U_FLIP] < table[:, _C["flip"]], size, height, width
         )
 
-        # Saturation and hue leave grey unchanged: a greyscale batch stays single-channel without them.
-        jitter_ops = (
-            self.jitter_ops if channels == 3 else tuple(op for op in self.jitter_ops if op in (_BRIGHTNESS, _CONTRAST))
-        )
-        rows = {}  # per-row parameters of the operations after the crop
-        if jitter_ops:
-            rows["jittered"] = draws[:, _U_JITTER] < table[:, _C["jitter"]]
-            low = table[:, _C["brightness_lo"] : _C["hue_hi"] + 1 : 2]
-            high = table[:, _C["brightness_hi"] : _C["hue_hi"] + 1 : 2]
-            rows["factors"] = low + draws[:, _U_FACTORS] * (
-                high - low
-            )  # (n, 4): brightness, contrast, saturation, hue
-            keys = draws[:, _U_ORDER].clone()
-            for op in set(range(4)) - set(jitter_ops):
-                keys[:, op] = 2.0  # sorts after the draws in [0, 1)
-            rows["order"] = keys.argsort(dim=1)[
-                :, : len(jitter_ops)
-            ]  # (n, k): the operations in a random order per image
-        if self.grayscales and channels == 3:
-            rows["grayscale"] = draws[:, _U_GRAYSCALE] < table[:, _C["grayscale"]]
-        if self.blurs:
-            rows["blur"] = draws[:, _U_BLUR] < table[:, _C["blur"]]
-            rows["sigma"] = table[:, _C["sigma_lo"]] + draws[:, _U_SIGMA] * (
-                table[:, _C["sigma_hi"]] - table[:, _C["sigma_lo"]]
-            )
-        if self.solarizes:
-            rows["solarize"] = draws[:, _U_SOLARIZE] < table[:, _C["solarize"]]
+        jitter_ops, rows = _row_parameters(draws, table, group, channels)
 
         out = torch.empty((views, batch, self.num_channels, size, size), device=images.device, dtype=torch.float32)
         # On the CPU a few images at a time, so that their views stay in cache through all the operations;
@@ -478,11 +612,15 @@ class ViewGenerator(nn.Module):
             stop = min(start + step, batch)
             part, x = slice(start * views, stop * views), crops[: (stop - start) * views]
             _resized_crops(to_unit_float(images[start:stop]), grid_x[part], grid_y[part], x)
-            self._augment_rows(x, jitter_ops, {name: value[part] for name, value in rows.items()})
+            self._augment_rows(
+                x, jitter_ops, {name: value[part] for name, value in rows.items()}, group.blur_kernel_size
+            )
             self._normalize_into(x, out[:, start:stop])
         return list(out.unbind(0))
 
-    def _augment_rows(self, x: torch.Tensor, jitter_ops: tuple[int, ...], rows: dict[str, torch.Tensor]) -> None:
+    def _augment_rows(
+        self, x: torch.Tensor, jitter_ops: tuple[int, ...], rows: dict[str, torch.Tensor], blur_kernel_size: int
+    ) -> None:
         """Colour jitter, greyscale, blur and solarisation of the crops ``x`` (rows, C, S, S) in place."""
         masks = []  # the rows of each subset operation, found together (one sync on an accelerator)
         if _HUE in jitter_ops:
@@ -515,7 +653,7 @@ class ViewGenerator(nn.Module):
                 x.index_copy_(
                     0,
                     blur_rows,
-                    _gaussian_blur(x.index_select(0, blur_rows), rows["sigma"][blur_rows], self.blur_kernel_size),
+                    _gaussian_blur(x.index_select(0, blur_rows), rows["sigma"][blur_rows], blur_kernel_size),
                 )
         if "solarize" in rows:
             solarize_rows = next(groups)

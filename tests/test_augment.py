@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
@@ -14,7 +15,9 @@ from hfssl.augment import (
     ViewRecipe,
     _adjust_hue,
     _gaussian_blur,
+    byol_recipes,
     match_channels,
+    multi_crop_recipes,
     simclr_recipe,
     simclr_view_generator,
 )
@@ -272,3 +275,185 @@ def test_recipe_validation():
         ViewGenerator([ViewRecipe(flip_probability=1.5)], 8)
     with pytest.raises(ValueError, match="crop_scale"):
         ViewGenerator([ViewRecipe(crop_scale=(0.0, 1.0))], 8)
+
+
+# --- views of several sizes (multi-crop) --------------------------------------------------------------------------
+
+# Views of the one-size generator before it grouped recipes by size, recorded from that code: per view, the sum
+# and the values at PIXELS (image, channel, row, column), for images from _seeded_images and torch.manual_seed(3).
+PIXELS = [(0, 0, 0, 0), (1, 2, 5, 7), (2, 1, 15, 3), (3, 0, 8, 8), (4, 2, 11, 14), (0, 1, 3, 12)]
+RECORDED_VIEWS = {
+    "rgb": [
+        (-339.31792, [-1.178299, -1.553864, 0.433474, -0.06989, 0.887012, -0.876995]),
+        (332.93323, [0.454369, -0.194652, 1.378902, -1.027404, -1.196411, 1.940484]),
+    ],
+    "grey": [
+        (-181.77185, [-0.738538, -0.686987, -0.365195, -0.00098, 0.353594, -0.526782]),
+        (-87.76548, [0.760079, -0.006791, -0.03566, -0.374226, -0.761534, 0.585432]),
+    ],
+    "blur_solarize": [
+        (-6762.07438, [-1.078156, -1.158536, -0.307804, -0.028175, -0.813731, -0.98085]),
+        (4928.06062, [-0.670584, 1.838576, -0.468543, -1.099114, 1.446195, 0.822974]),
+    ],
+}
+ONE_SIZE_CASES = {
+    "rgb": (lambda: simclr_view_generator(16), (5, 3, 20, 20)),
+    "grey": (lambda: simclr_view_generator(16, num_channels=1), (5, 1, 20, 20)),
+    "blur_solarize": (
+        lambda: ViewGenerator([simclr_recipe(64), replace(simclr_recipe(64), solarize_probability=0.5)], 40),
+        (4, 3, 44, 44),
+    ),
+}
+
+
+def _seeded_images(shape, seed=0):
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("case", sorted(ONE_SIZE_CASES))
+def test_one_size_views_reproduce_the_recorded_views(case):
+    make, shape = ONE_SIZE_CASES[case]
+    torch.manual_seed(3)
+    views = make()(_seeded_images(shape))
+    assert len(views) == len(RECORDED_VIEWS[case])
+    for view, (total, pixels) in zip(views, RECORDED_VIEWS[case]):
+        assert view.double().sum().item() == pytest.approx(total, abs=1e-3)  # a sum of ~4k float32 values
+        actual = torch.stack([view[b % view.shape[0], c % view.shape[1], i, j] for b, c, i, j in PIXELS])
+        torch.testing.assert_close(actual, torch.tensor(pixels), atol=1e-5, rtol=0)
+
+
+def test_multi_crop_views_have_their_sizes_in_recipe_order():
+    generator = ViewGenerator(multi_crop_recipes(32, 16, num_local_crops=4), 32)
+    views = generator(_seeded_images((3, 3, 40, 40)))
+    assert [tuple(view.shape) for view in views] == [(3, 3, 32, 32)] * 2 + [(3, 3, 16, 16)] * 4
+    assert all(view.dtype == torch.float32 for view in views)
+    assert [(group.size, group.views) for group in generator.groups] == [(32, (0, 1)), (16, (2, 3, 4, 5))]
+    assert len(ViewGenerator(multi_crop_recipes(32, 16, num_local_crops=0), 32)(_seeded_images((2, 3, 40, 40)))) == 2
+
+
+def test_one_grid_sample_per_size_group(monkeypatch):
+    calls = []
+    grid_sample = F.grid_sample
+
+    def counting(images, grid, **kwargs):
+        calls.append(tuple(grid.shape))
+        return grid_sample(images, grid, **kwargs)
+
+    monkeypatch.setattr(augment_module.F, "grid_sample", counting)
+    monkeypatch.setattr(augment_module, "_CHUNK_ELEMENTS", 2**30)  # the whole batch in one CPU chunk
+    recipes = [ViewRecipe(size=8), ViewRecipe(size=16), ViewRecipe(), ViewRecipe(size=8), ViewRecipe(size=16)]
+    ViewGenerator(recipes, 12)(_seeded_images((4, 3, 20, 20)))
+    # one call per size, in order of first appearance, the group's views stacked along the height
+    assert calls == [(4, 2 * 8, 8, 2), (4, 2 * 16, 16, 2), (4, 12, 12, 2)]
+    calls.clear()
+    simclr_view_generator(16)(_seeded_images((4, 3, 20, 20)))
+    assert calls == [(4, 2 * 16, 16, 2)]
+
+
+def test_mixed_sizes_come_back_in_recipe_order():
+    # whole-image crops, no randomness: every view is the image resized to its size, the third also solarised
+    plain = ViewRecipe(**WHOLE_IMAGE, **PLAIN)
+    recipes = [
+        replace(plain, size=8),
+        replace(plain, size=16),
+        replace(plain, size=8, solarize_probability=1.0),
+        plain,
+    ]
+    x = _seeded_images((3, 3, 16, 16))
+    views = ViewGenerator(recipes, 12, **UNIT)(x)
+    unit = x.float() / 255
+    resized = {size: F.interpolate(unit, size=(size, size), mode="bilinear", align_corners=False) for size in (8, 12)}
+    torch.testing.assert_close(views[0], resized[8], atol=1e-5, rtol=0)
+    torch.testing.assert_close(views[1], unit, atol=1e-5, rtol=0)
+    torch.testing.assert_close(views[2], torch.where(resized[8] >= 0.5, 1 - resized[8], resized[8]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(views[3], resized[12], atol=1e-5, rtol=0)
+
+
+def test_blur_kernel_is_about_a_tenth_of_each_view_size():
+    generator = ViewGenerator(multi_crop_recipes(224, 96, num_local_crops=2), 224)
+    assert [group.blur_kernel_size for group in generator.groups] == [23, 9]
+    blurred = ViewRecipe(**WHOLE_IMAGE, **{**PLAIN, "blur_probability": 1.0}, blur_sigma=(1.5, 1.5))
+    x = _seeded_images((2, 3, 40, 40))
+    views = ViewGenerator([blurred, replace(blurred, size=20)], 40, **UNIT)(x)
+    unit = x.float() / 255
+    small = F.interpolate(unit, size=(20, 20), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(views[0], gaussian_blur2d(unit, (5, 5), (1.5, 1.5)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(views[1], gaussian_blur2d(small, (3, 3), (1.5, 1.5)), atol=1e-5, rtol=0)
+
+
+def test_multi_crop_views_are_deterministic_under_a_seed_and_differ_across_seeds():
+    generator = ViewGenerator(multi_crop_recipes(48, 24, num_local_crops=3), 48)
+    x = _seeded_images((4, 3, 56, 56))
+    runs = {}
+    for name, seed in (("first", 5), ("replay", 5), ("other", 6)):
+        torch.manual_seed(seed)
+        runs[name] = generator(x)
+    for a, b, c in zip(runs["first"], runs["replay"], runs["other"]):
+        assert torch.equal(a, b)
+        assert not torch.allclose(a, c)
+    # and the local crops differ from one another
+    assert not torch.allclose(runs["first"][2], runs["first"][3])
+
+
+def test_two_processes_make_the_multi_crop_views_of_one_process_on_the_concatenated_batch(monkeypatch):
+    # The generator reads only the rank and the world size from the process group: set them, per "process".
+    generator = ViewGenerator(multi_crop_recipes(24, 12, num_local_crops=2), 24)
+    full = _seeded_images((6, 3, 28, 28))
+    torch.manual_seed(11)
+    single = generator(full)
+    per_process = []
+    for rank in range(2):
+        monkeypatch.setattr(augment_module.distributed, "world_size", lambda: 2)
+        monkeypatch.setattr(augment_module.distributed, "rank", lambda rank=rank: rank)
+        torch.manual_seed(11)  # as the Trainer seeds every process alike
+        per_process.append(generator(full[3 * rank : 3 * rank + 3]))
+    for view, expected in enumerate(single):
+        torch.testing.assert_close(torch.cat([views[view] for views in per_process]), expected, atol=1e-5, rtol=0)
+
+
+def test_byol_recipes_follow_table_6():
+    first, second = byol_recipes(224)
+    for recipe in (first, second):
+        assert (recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue) == (0.4, 0.4, 0.2, 0.1)
+        assert recipe.color_jitter_probability == 0.8 and recipe.grayscale_probability == 0.2
+        assert recipe.crop_scale == (0.08, 1.0) and recipe.flip_probability == 0.5 and recipe.size is None
+    assert (first.blur_probability, second.blur_probability) == (1.0, 0.1)
+    assert (first.solarize_probability, second.solarize_probability) == (0.0, 0.2)
+    assert [recipe.blur_probability for recipe in byol_recipes(32)] == [0.0, 0.0]  # small images: no blur
+    assert [view.shape for view in ViewGenerator(byol_recipes(32), 32)(_seeded_images((2, 3, 36, 36)))] == [
+        (2, 3, 32, 32)
+    ] * 2
+
+
+def test_multi_crop_recipes_follow_dino():
+    recipes = multi_crop_recipes(224, 96, num_local_crops=6)
+    assert len(recipes) == 8
+    assert [recipe.size for recipe in recipes] == [224, 224] + [96] * 6
+    assert [recipe.crop_scale for recipe in recipes] == [(0.4, 1.0)] * 2 + [(0.05, 0.4)] * 6
+    assert [recipe.blur_probability for recipe in recipes] == [1.0, 0.1] + [0.5] * 6
+    assert [recipe.solarize_probability for recipe in recipes] == [0.0, 0.2] + [0.0] * 6
+    for recipe in recipes:
+        assert (recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue) == (0.4, 0.4, 0.2, 0.1)
+        assert recipe.color_jitter_probability == 0.8 and recipe.grayscale_probability == 0.2
+    custom = multi_crop_recipes(64, 32, 1, global_crop_scale=(0.3, 1.0), local_crop_scale=(0.1, 0.3))
+    assert [recipe.crop_scale for recipe in custom] == [(0.3, 1.0)] * 2 + [(0.1, 0.3)]
+    assert [recipe.blur_probability for recipe in custom] == [1.0, 0.1, 0.0]  # the 32 px local crop: no blur
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True, "16"])
+def test_sizes_must_be_positive_ints(size):
+    with pytest.raises(ValueError, match="ViewRecipe.size .*positive int"):
+        ViewGenerator([ViewRecipe(), ViewRecipe(size=size)], 8)
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        ViewGenerator([ViewRecipe()], size)
+    with pytest.raises(ValueError, match="local_size must be a positive int"):
+        multi_crop_recipes(32, size, 2)
+    with pytest.raises(ValueError, match="image_size must be a positive int"):
+        byol_recipes(size)
+
+
+def test_multi_crop_recipes_validate_the_number_of_local_crops():
+    with pytest.raises(ValueError, match="num_local_crops must be an int >= 0"):
+        multi_crop_recipes(32, 16, -1)
+    with pytest.raises(ValueError, match="global_size must be a positive int"):
+        multi_crop_recipes(0, 16, 2)
