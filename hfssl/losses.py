@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather, global_row_offset
+from .distributed import gather_with_offset
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
@@ -35,10 +35,11 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tenso
         )
     z1 = F.normalize(z1, dim=1)
     z2 = F.normalize(z2, dim=1)
-    local_size = z1.shape[0]
-    all_z1, all_z2 = gather(z1), gather(z2)
-    global_size = all_z1.shape[0]
-    offset = global_row_offset(local_size, z1.device)
+    local_size, dim = z1.shape
+    # both views in one gather: a single size exchange, all-gather and backward all-reduce
+    all_z, offset = gather_with_offset(torch.cat([z1, z2], dim=1))
+    all_z1, all_z2 = all_z.split(dim, dim=1)
+    global_size = all_z.shape[0]
 
     anchors = torch.cat([z1, z2])  # (2B, D)
     candidates = torch.cat([all_z1, all_z2])  # (2N, D)
