@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -65,14 +66,14 @@ def test_shared_corpus_from_files(corpus):
 def test_txt_sample_by_modes(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("First line of one.\nSecond line of one.\n\nOnly line of two.\n   \nAfter a blank-ish line.\n")
-    by_line = _load(train_file=str(path), txt_sample_by="line").train
+    by_line = _load(train_file=str(path), txt_sample_by="line", validation_split_percentage=0).train
     assert by_line["text"] == [
         "First line of one.",
         "Second line of one.",
         "Only line of two.",
         "After a blank-ish line.",
     ]
-    by_paragraph = _load(train_file=str(path), txt_sample_by="paragraph").train
+    by_paragraph = _load(train_file=str(path), txt_sample_by="paragraph", validation_split_percentage=0).train
     assert by_paragraph["text"][0] == "First line of one.\nSecond line of one."
     assert len(by_paragraph) == 2 and by_paragraph["text"][1].startswith("Only line of two.")
     by_document = _load(train_file=str(path), txt_sample_by="document").train
@@ -85,7 +86,9 @@ def test_csv_with_custom_text_and_label_columns(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["id", "review", "stars", "author"])
         writer.writerows([[1, "Great, would read again.", 5, "ann"], [2, "Dull.", 1, "bob"], [3, "Fine", 3, "cy"]])
-    data = _load(train_file=str(path), text_column_name="review", label_column_name="stars")
+    data = _load(
+        train_file=str(path), text_column_name="review", label_column_name="stars", validation_split_percentage=0
+    )
     assert data.train.column_names == ["text", "label"] and data.eval is None
     assert data.train["text"] == ["Great, would read again.", "Dull.", "Fine"]
     assert data.train["label"] == [5, 1, 3]
@@ -96,9 +99,9 @@ def test_compressed_tsv_and_txt(tmp_path, streaming):
     tsv, txt = tmp_path / "train.tsv.bz2", tmp_path / "eval.txt.xz"
     tsv.write_bytes(bz2.compress(b"sentence\tlabel\nhello there\t1\n\t0\nbye now\t2\n"))
     txt.write_bytes(lzma.compress(b"one paragraph\nof two lines\n\nanother\n"))
-    data = _load(train_file=str(tsv), label_column_name="label", streaming=streaming)
+    data = _load(train_file=str(tsv), label_column_name="label", streaming=streaming, validation_split_percentage=0)
     assert list(data.train) == [{"text": "hello there", "label": 1}, {"text": "bye now", "label": 2}]
-    data = _load(train_file=str(txt), txt_sample_by="paragraph", streaming=streaming)
+    data = _load(train_file=str(txt), txt_sample_by="paragraph", streaming=streaming, validation_split_percentage=0)
     assert [row["text"] for row in data.train] == [
         "one paragraph\nof two lines",
         "another\n",
@@ -114,14 +117,16 @@ def test_label_column_named_text_is_renamed_safely(tmp_path):
     path = _write_jsonl(
         tmp_path / "swap.jsonl", [{"body": "a document", "text": "topic-a"}, {"body": "another", "text": "topic-b"}]
     )
-    train = _load(train_file=path, text_column_name="body", label_column_name="text").train
+    train = _load(
+        train_file=path, text_column_name="body", label_column_name="text", validation_split_percentage=0
+    ).train
     assert train.column_names == ["text", "label"]
     assert train[0] == {"text": "a document", "label": "topic-a"}
 
 
 def test_only_string_column_is_the_text(tmp_path):
     path = _write_jsonl(tmp_path / "one.jsonl", [{"id": 1, "content": "alpha beta"}, {"id": 2, "content": "gamma"}])
-    assert _load(train_file=path).train["text"] == ["alpha beta", "gamma"]
+    assert _load(train_file=path, validation_split_percentage=0).train["text"] == ["alpha beta", "gamma"]
 
 
 def test_local_dataset_directory_finds_its_eval_split(tmp_path):
@@ -135,7 +140,9 @@ def test_local_dataset_directory_finds_its_eval_split(tmp_path):
 
 def test_builtin_enwiki_sample(tmp_path):
     start = time.perf_counter()
-    data = _load(dataset_name="builtin:enwiki-sample", cache_dir=str(tmp_path / "cache"))
+    data = _load(
+        dataset_name="builtin:enwiki-sample", validation_split_percentage=0, cache_dir=str(tmp_path / "cache")
+    )
     first_call = time.perf_counter() - start
     assert len(data.train) == ENWIKI_ARTICLES and data.eval is None
     assert data.train.column_names == ["text"]
@@ -148,7 +155,9 @@ def test_builtin_enwiki_sample(tmp_path):
     assert 460_000 < sum(len(text.split()) for text in texts) < 490_000
 
     start = time.perf_counter()
-    again = _load(dataset_name="builtin:enwiki-sample", cache_dir=str(tmp_path / "cache"))
+    again = _load(
+        dataset_name="builtin:enwiki-sample", validation_split_percentage=0, cache_dir=str(tmp_path / "cache")
+    )
     assert again.train["text"] == texts
     assert time.perf_counter() - start < min(1.0, first_call)
 
@@ -217,6 +226,69 @@ def test_validation_split_percentage(shared_data):
     assert (len(both.train), len(both.eval)) == (CORPUS_VALIDATION_DOCS, CORPUS_VALIDATION_DOCS)
 
 
+def test_default_validation_hold_out(shared_data, caplog):
+    """Without an eval split, 10% of the train documents are held out, seeded with --split_seed (42), and logged."""
+    path = _corpus(shared_data, "validation")
+    with caplog.at_level(logging.INFO, logger="hfssl.data.splits"):
+        data = _load(train_file=path)
+    assert (len(data.train), len(data.eval)) == (CORPUS_VALIDATION_DOCS - 10, 10)  # ceil(9.2)
+    assert f"{CORPUS_VALIDATION_DOCS - 10} train / 10 held-out eval documents" in data.description
+    assert "Held out 10 of the 92 train documents" in caplog.text and "--split_seed 42" in caplog.text
+    assert not set(data.eval["text"]) & set(data.train["text"])
+    off = _load(train_file=path, validation_split_percentage=0)
+    assert off.eval is None and len(off.train) == CORPUS_VALIDATION_DOCS and "no eval" in off.description
+    assert sorted([*data.train["text"], *data.eval["text"]]) == sorted(off.train["text"])
+    # the default is --validation_split_percentage 10 with --split_seed 42, whichever way they are given
+    assert _load(train_file=path).eval["text"] == data.eval["text"]
+    assert _load(train_file=path, validation_split_percentage=10, split_seed=42).eval["text"] == data.eval["text"]
+    assert _load(train_file=path, split_seed=0).eval["text"] != data.eval["text"]
+
+
+def test_default_hold_out_is_skipped_where_it_cannot_apply(shared_data, tmp_path, caplog):
+    """A stream and a one-document train split get no eval set by default; asked for explicitly, the share is refused."""
+    stream = _load(train_file=_corpus(shared_data, "validation"), streaming=True)
+    assert isinstance(stream.train, datasets.IterableDataset) and stream.eval is None
+    single = _write_jsonl(tmp_path / "one.jsonl", [{"text": "the only document"}])
+    with caplog.at_level(logging.WARNING, logger="hfssl.data.splits"):
+        data = _load(train_file=single)
+    assert data.eval is None and data.train["text"] == ["the only document"]
+    assert "only 1 documents, too few to hold out 10%" in caplog.text
+    with pytest.raises(ValueError, match=r"only 1 documents, too few to hold out 50%.*--validation_file"):
+        _load(train_file=single, validation_split_percentage=50)
+
+
+def test_vision_and_text_resolvers_hold_out_and_subsample_the_same_rows(tmp_path):
+    """Row i of an IDX file and document i of a jsonl file go to the same side of the split for the same seed."""
+    from hfssl.data import VisionDataArguments, load_vision_datasets
+    from hfssl.data.splits import DEFAULT_SPLIT_SEED, split_off_eval
+
+    n = 40
+    images = np.repeat(np.arange(n, dtype=np.uint8), 4).reshape(n, 2, 2)  # image i is filled with i
+    header = (0x803).to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in images.shape)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + images.tobytes())
+    text_file = _write_jsonl(tmp_path / "docs.jsonl", [{"text": f"document {i}"} for i in range(n)])
+
+    def vision_ids(split):
+        return [int(row["image"][0, 0]) for row in split]
+
+    def text_ids(split):
+        return [int(text.split()[1]) for text in split["text"]]
+
+    ids = datasets.Dataset.from_dict({"i": list(range(n))})
+    _, expected_eval, _ = split_off_eval(ids, None, None, DEFAULT_SPLIT_SEED, "ids")
+    for kwargs in (
+        dict(),
+        dict(split_seed=7, validation_split_percentage=25, max_train_samples=9, max_eval_samples=4),
+    ):
+        vision = load_vision_datasets(VisionDataArguments(idx_dir=str(tmp_path), **kwargs))
+        text = _load(train_file=text_file, **kwargs)
+        assert vision_ids(vision.train) == text_ids(text.train) and vision_ids(vision.eval) == text_ids(text.eval)
+        assert not set(vision_ids(vision.train)) & set(vision_ids(vision.eval))
+    default_vision = load_vision_datasets(VisionDataArguments(idx_dir=str(tmp_path)))
+    assert vision_ids(default_vision.eval) == expected_eval["i"] and len(expected_eval) == 4
+    assert (len(vision.train), len(vision.eval)) == (9, 4)
+
+
 def test_max_samples(shared_data):
     args = dict(train_file=_corpus(shared_data, "validation"), validation_file=_corpus(shared_data, "validation"))
     full = _load(**args).train["text"]
@@ -232,7 +304,7 @@ def test_empty_documents_are_dropped_with_a_warning(tmp_path, caplog):
     rows = [{"text": "kept"}, {"text": ""}, {"text": " \n\t"}, {"text": None}, {"text": "also kept"}]
     path = _write_jsonl(tmp_path / "gaps.jsonl", rows)
     with caplog.at_level(logging.WARNING, logger="hfssl.data.text"):
-        train = _load(train_file=path).train
+        train = _load(train_file=path, validation_split_percentage=0).train
     assert train["text"] == ["kept", "also kept"]
     assert "Dropped 3 of 5 documents of the train split" in caplog.text
 
@@ -258,7 +330,8 @@ def test_parsed_by_hf_argument_parser_beside_training_arguments(tmp_path):
         True,
         10,
     )
-    assert data_args.validation_split_percentage == 0 and data_args.split_seed == 0
+    # None: the default share (10%) where a split is possible; a stream like this one gets no eval set
+    assert data_args.validation_split_percentage is None and data_args.split_seed == 42
 
 
 # ----------------------------------------------------------------------------- errors

@@ -279,6 +279,38 @@ def test_max_samples_take_the_first_rows_after_a_seeded_shuffle(digits):
     assert loaded.train[0]["image"].dtype == np.uint8
 
 
+# ----------------------------------------------------------------------------- native image size
+
+
+def test_image_size_of_digits(digits):
+    assert digits.image_size == 8 and digits.num_channels == 1
+
+
+@requires_fashion
+def test_image_size_of_fashion_mnist(fashion):
+    assert fashion.image_size == 28 and fashion.num_channels == 1
+
+
+def test_image_size_is_the_longer_side_of_the_leading_train_images(tmp_path):
+    _write_idx(tmp_path / "train-images-idx3-ubyte", 0x803, np.zeros((3, 5, 4)))  # H=5, W=4
+    assert (
+        load_vision_datasets(VisionDataArguments(idx_dir=str(tmp_path), validation_split_percentage=0)).image_size == 5
+    )
+    # imagefolder rows come in path order: 8 leading greyscale 4x6 images, then a larger colour one
+    root = tmp_path / "folder"
+    (root / "a").mkdir(parents=True)
+    for index in range(8):
+        Image.fromarray(_rgb((4, 6), index)).convert("L").save(root / "a" / f"{index}.png")  # W=4, H=6
+    (root / "b").mkdir()
+    Image.fromarray(_rgb((30, 30), 8)).save(root / "b" / "z.png")
+    args = VisionDataArguments(train_dir=str(root), validation_split_percentage=0, cache_dir=str(tmp_path / "cache"))
+    loaded = load_vision_datasets(args)
+    assert loaded.image_size == 6 and loaded.num_channels == 1  # both read from the same 8 leading images
+    (root / "a" / "7.png").unlink()
+    loaded = load_vision_datasets(args)
+    assert loaded.image_size == 30 and loaded.num_channels == 3
+
+
 # ----------------------------------------------------------------------------- Hub (faked: the Hub is offline here)
 
 

@@ -1,4 +1,4 @@
-"""hfssl.evaluation.text and recipes/evaluate_text.py: pooling rules, linear probe and fine-tuning on
+"""hfssl.evaluation's text protocols and recipes/evaluate_text.py: pooling rules, linear probe and fine-tuning on
 WordNet supersenses (accuracy and macro-F1 as sklearn computes them), sliding-window perplexity equal
 to the model's own loss, and the errors for unusable checkpoints and data."""
 
@@ -25,20 +25,10 @@ from transformers import (
 )
 
 from hfssl import SimCLRConfig
-from hfssl.evaluation.text import (
-    check_text_checkpoint,
-    compute_macro_f1,
-    encode_class_labels,
-    extract_text_features,
-    load_causal_lm,
-    load_text_encoder,
-    perplexity,
-    pool_hidden_states,
-    resolve_text_pooling,
-    strided_perplexity,
-    strided_windows,
-    token_stream,
-)
+from hfssl.evaluation.perplexity import load_causal_lm, perplexity, strided_perplexity, strided_windows, token_stream
+from hfssl.evaluation.text_checkpoints import check_text_checkpoint, load_text_encoder
+from hfssl.evaluation.text_classification import compute_macro_f1, encode_class_labels
+from hfssl.evaluation.text_features import extract_text_features, pool_hidden_states, resolve_text_pooling
 from hfssl.tokenization import train_subword_tokenizer
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))

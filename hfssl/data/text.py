@@ -11,42 +11,72 @@ whatever the source:
   (blocks separated by a blank line) or whole files, as ``--txt_sample_by`` says;
 * ``--dataset_name``: a Hugging Face Hub dataset id (or a local directory ``datasets.load_dataset``
   reads), or ``builtin:enwiki-sample``: the 106 English Wikipedia articles shipped in gensim's test
-  data (so available offline), with the wiki markup removed by gensim's ``filter_wiki``.
+  data (so available offline; :mod:`hfssl.data.enwiki`).
 
 ``--train_file`` wins over ``--dataset_name``. Documents keep their boundaries: a row is a whole
 document and paragraphs inside it stay separated by a blank line (``"\\n\\n"``), as in the shared
 corpus; splitting into sentences, lines or token blocks is the job of each method's pipeline.
 Empty and whitespace-only documents are dropped (the count is logged); anything else wrong (no such
 file, an unsupported format, a missing column, non-string text, no text at all) stops with a
-``ValueError`` that names the problem and the argument that fixes it.
+``ValueError`` that names the problem and the argument that fixes it. The eval split, the held-out
+share and subsampling follow :mod:`hfssl.data.splits`, as for images.
 """
 
-import bz2
-import functools
-import hashlib
 import logging
-import math
 import os
-import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import datasets
 import pyarrow as pa
 
+from .enwiki import (
+    ENWIKI_SAMPLE_ABOUT,
+    ENWIKI_SAMPLE_FILE,
+    enwiki_sample_dataset,
+    enwiki_sample_rows,
+    wiki_to_plain_text,
+)
+from .splits import (
+    BUILTIN_PREFIX,
+    EVAL_SPLIT_CANDIDATES,
+    LABEL_COLUMN,
+    DataSource,
+    check_validation_split_percentage,
+    describe,
+    eval_split_help,
+    split_off_eval,
+    split_seed_field,
+    subsample,
+    validation_split_percentage_field,
+)
+
+# The built-in corpus (enwiki.py) and the split names (splits.py) are importable from here too.
+__all__ = [
+    "BUILTIN_DATASETS",
+    "BUILTIN_PREFIX",
+    "ENWIKI_SAMPLE_FILE",
+    "EVAL_SPLIT_CANDIDATES",
+    "LABEL_COLUMN",
+    "TEXT_COLUMN",
+    "TextDataArguments",
+    "TextDataset",
+    "TextDatasets",
+    "enwiki_sample_dataset",
+    "enwiki_sample_rows",
+    "iter_texts",
+    "load_text_datasets",
+    "shuffle_stream",
+    "wiki_to_plain_text",
+]
+
 logger = logging.getLogger(__name__)
 
 TextDataset = Union[datasets.Dataset, datasets.IterableDataset]
 
 TEXT_COLUMN = "text"
-LABEL_COLUMN = "label"
-EVAL_SPLIT_CANDIDATES = ("validation", "test", "valid", "val")
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_DATASETS = {
-    "enwiki-sample": "106 English Wikipedia articles from gensim's test data, wiki markup removed (offline)",
-}
+BUILTIN_DATASETS = {"enwiki-sample": ENWIKI_SAMPLE_ABOUT}
 TXT_SAMPLE_BY = ("line", "paragraph", "document")
 # File extension (after any compression suffix) -> (datasets builder, extra builder arguments).
 FILE_FORMATS = {
@@ -60,8 +90,6 @@ COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz")
 SUPPORTED_FILES = (
     f"{', '.join(FILE_FORMATS)}, optionally compressed as {', '.join(COMPRESSION_EXTENSIONS)} (e.g. train.jsonl.gz)"
 )
-
-ENWIKI_SAMPLE_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
 @dataclass
@@ -104,20 +132,8 @@ class TextDataArguments:
         default="train",
         metadata={"help": "Split to train on (Hub and builtin datasets; --train_file is always the train split)."},
     )
-    eval_split: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": f"Split to evaluate on; default: the first of {', '.join(EVAL_SPLIT_CANDIDATES)} that exists, "
-            "else a held-out share of the train split when --validation_split_percentage > 0, else none."
-        },
-    )
-    validation_split_percentage: int = field(
-        default=0,
-        metadata={
-            "help": "Percentage of the train split held out for evaluation when there is no eval split "
-            "(shuffled with --split_seed; 0 = no eval set). Not available with --streaming."
-        },
-    )
+    eval_split: Optional[str] = field(default=None, metadata={"help": eval_split_help()})
+    validation_split_percentage: Optional[int] = validation_split_percentage_field("documents")
     txt_sample_by: str = field(
         default="line",
         metadata={
@@ -153,11 +169,7 @@ class TextDataArguments:
             "(with --streaming: the first N, unshuffled)."
         },
     )
-    # Not named `seed`: TrainingArguments owns --seed (and --data_seed), and HfArgumentParser rejects duplicates.
-    split_seed: int = field(
-        default=0,
-        metadata={"help": "Seed for the held-out eval split and for max_*_samples subsampling (not --seed)."},
-    )
+    split_seed: int = split_seed_field()
     cache_dir: Optional[str] = field(
         default=None, metadata={"help": "Where `datasets` caches downloaded and prepared data."}
     )
@@ -173,13 +185,10 @@ class TextDatasets:
 
 
 @dataclass
-class _Source:
-    """The splits a data source offers, loaded on demand (a Hub split is only fetched when asked for)."""
+class _TextSource(DataSource):
+    """A text ``DataSource``; ``blank_rows_expected`` for a .txt file read line by line, whose blank
+    lines separate text rather than being empty documents (their count is logged at info level)."""
 
-    split_names: list[str]
-    load_split: Callable[[str], TextDataset]
-    description: str
-    # A .txt file read line by line: blank lines separate text, they are not empty documents.
     blank_rows_expected: bool = False
 
 
@@ -198,19 +207,21 @@ def load_text_datasets(args: TextDataArguments) -> TextDatasets:
 
     The eval set is ``--validation_file``, else ``--eval_split``, else the first of
     ``EVAL_SPLIT_CANDIDATES`` the source has, else ``validation_split_percentage`` percent of the
-    train documents held out (shuffled with ``split_seed``), else None. Empty and whitespace-only
-    documents are dropped with a logged count. ``max_train_samples``/``max_eval_samples`` keep the
-    first N documents after a shuffle with ``split_seed``.
+    train documents held out (default 10, 0 for none; seeded with ``split_seed`` and logged; see
+    :func:`hfssl.data.splits.split_off_eval`). Empty and whitespace-only documents are dropped with
+    a logged count. ``max_train_samples``/``max_eval_samples`` keep the first N documents after a
+    shuffle with ``split_seed``.
 
     With ``streaming=True`` both are ``datasets.IterableDataset``s: empty documents are skipped as
     they stream by (not counted), ``max_*_samples`` take the first N documents without shuffling,
-    and ``validation_split_percentage`` is refused (a stream has no length to split).
+    and no share is held out (a stream has no length to split): by default a stream without an
+    eval split has no eval set, and an explicit ``validation_split_percentage`` is refused.
 
     Raises ``ValueError`` naming the problem and the argument that fixes it.
     """
     _check_arguments(args)
     source = _open_source(args)
-    train = _load_named_split(source, args.train_split, "--train_split")
+    train = source.load_named(args.train_split, "--train_split")
     eval_name, eval_dataset = _load_eval(source, args)
     label_column = args.label_column_name
     text_column = _resolve_text_column(train, args.text_column_name, label_column)
@@ -219,21 +230,23 @@ def load_text_datasets(args: TextDataArguments) -> TextDatasets:
         eval_dataset = _standardize_columns(eval_dataset, text_column, label_column, eval_name)
         eval_dataset = _drop_empty(eval_dataset, eval_name, source)
     _require_text(train, "train", source.description)
-    held_out = eval_dataset is None and args.validation_split_percentage > 0
-    if held_out:
-        if args.streaming:
-            raise ValueError(
-                f"{source.description} has no eval split, and --validation_split_percentage cannot split a stream "
-                "(its length is unknown). Pass --validation_file or --eval_split, drop --streaming, or pass "
-                "--validation_split_percentage 0."
-            )
-        train, eval_dataset = _hold_out(train, args.validation_split_percentage, args.split_seed)
-    train = _subsample(train, args.max_train_samples, args.split_seed)
+    train, eval_dataset, held_out = split_off_eval(
+        train,
+        eval_dataset,
+        args.validation_split_percentage,
+        args.split_seed,
+        source.description,
+        unit="documents",
+        alternatives="--validation_file or --eval_split",
+    )
+    train = subsample(train, args.max_train_samples, args.split_seed)
     if eval_dataset is not None:
-        eval_dataset = _subsample(eval_dataset, args.max_eval_samples, args.split_seed)
+        eval_dataset = subsample(eval_dataset, args.max_eval_samples, args.split_seed)
         _require_text(eval_dataset, eval_name, source.description)
     return TextDatasets(
-        train=train, eval=eval_dataset, description=_describe(source.description, train, eval_dataset, held_out)
+        train=train,
+        eval=eval_dataset,
+        description=describe(source.description, train, eval_dataset, held_out, unit="documents"),
     )
 
 
@@ -252,8 +265,7 @@ def _check_arguments(args: TextDataArguments) -> None:
         raise ValueError("Both --validation_file and --eval_split are set; pass only one of them.")
     if args.txt_sample_by not in TXT_SAMPLE_BY:
         raise ValueError(f"--txt_sample_by must be one of {', '.join(TXT_SAMPLE_BY)}, got {args.txt_sample_by!r}.")
-    if not 0 <= args.validation_split_percentage < 100:
-        raise ValueError(f"--validation_split_percentage must be in [0, 100), got {args.validation_split_percentage}.")
+    check_validation_split_percentage(args.validation_split_percentage)
     for flag, value in (
         ("--max_train_samples", args.max_train_samples),
         ("--max_eval_samples", args.max_eval_samples),
@@ -287,16 +299,16 @@ def _file_format(path: str, flag: str) -> tuple[str, dict]:
     return FILE_FORMATS[extension]
 
 
-def _open_source(args: TextDataArguments) -> _Source:
+def _open_source(args: TextDataArguments) -> _TextSource:
     """Pick the data source by precedence: train_file, builtin:*, then the Hub."""
     if args.train_file:
         return _file_source(args)
     if args.dataset_name.startswith(BUILTIN_PREFIX):
         return _builtin_source(args.dataset_name[len(BUILTIN_PREFIX) :], args.streaming, args.cache_dir)
-    return _hub_source(args.dataset_name, args.dataset_config_name, args.streaming, args.cache_dir)
+    return _TextSource.from_hub(args.dataset_name, args.dataset_config_name, args.cache_dir, streaming=args.streaming)
 
 
-def _file_source(args: TextDataArguments) -> _Source:
+def _file_source(args: TextDataArguments) -> _TextSource:
     files = {"train": (args.train_file, "--train_file")}
     if args.validation_file:
         files["validation"] = (args.validation_file, "--validation_file")
@@ -319,10 +331,10 @@ def _file_source(args: TextDataArguments) -> _Source:
     blank_rows_expected = args.txt_sample_by == "line" and any(
         _file_format(path, flag)[0] == "text" for path, flag in files.values()
     )
-    return _Source(list(files), load_split, description, blank_rows_expected)
+    return _TextSource(list(files), load_split, description, blank_rows_expected)
 
 
-def _builtin_source(name: str, streaming: bool, cache_dir: Optional[str]) -> _Source:
+def _builtin_source(name: str, streaming: bool, cache_dir: Optional[str]) -> _TextSource:
     if name not in BUILTIN_DATASETS:
         available = "; ".join(f"{BUILTIN_PREFIX}{builtin} ({about})" for builtin, about in BUILTIN_DATASETS.items())
         raise ValueError(f"Unknown built-in dataset {BUILTIN_PREFIX + name!r}; available: {available}.")
@@ -331,34 +343,16 @@ def _builtin_source(name: str, streaming: bool, cache_dir: Optional[str]) -> _So
         dataset = enwiki_sample_dataset(cache_dir)
         return dataset.to_iterable_dataset() if streaming else dataset
 
-    return _Source(["train"], load_split, f"{BUILTIN_PREFIX}{name} ({BUILTIN_DATASETS[name]})")
+    return _TextSource(["train"], load_split, f"{BUILTIN_PREFIX}{name} ({BUILTIN_DATASETS[name]})")
 
 
-def _hub_source(name: str, config_name: Optional[str], streaming: bool, cache_dir: Optional[str]) -> _Source:
-    split_names = datasets.get_dataset_split_names(name, config_name, cache_dir=cache_dir)
-
-    def load_split(split: str) -> TextDataset:
-        return datasets.load_dataset(name, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
-
-    kind = "local dataset" if os.path.isdir(name) else "Hub dataset"
-    return _Source(split_names, load_split, f"{kind} {name}" + (f" ({config_name})" if config_name else ""))
-
-
-def _load_named_split(source: _Source, split: str, flag: str) -> TextDataset:
-    if split not in source.split_names:
-        raise ValueError(
-            f"Split {split!r} ({flag}) does not exist in {source.description}; available splits: {source.split_names}."
-        )
-    return source.load_split(split)
-
-
-def _load_eval(source: _Source, args: TextDataArguments) -> tuple[str, Optional[TextDataset]]:
+def _load_eval(source: _TextSource, args: TextDataArguments) -> tuple[str, Optional[TextDataset]]:
     """(split name, eval split) as given, or found among EVAL_SPLIT_CANDIDATES; (name, None) when there is none."""
     if args.train_file:
         return "validation", (source.load_split("validation") if args.validation_file else None)
     if args.eval_split:
-        return args.eval_split, _load_named_split(source, args.eval_split, "--eval_split")
-    name = next((split for split in EVAL_SPLIT_CANDIDATES if split in source.split_names), None)
+        return args.eval_split, source.load_named(args.eval_split, "--eval_split")
+    name = source.default_eval_split()
     return ("eval", None) if name is None else (name, source.load_split(name))
 
 
@@ -428,9 +422,8 @@ def _standardize_columns(
         )
     dataset = dataset.select_columns(list(wanted))
     renames = {old: new for old, new in wanted.items() if old != new}
-    if set(renames.values()) & set(
-        renames
-    ):  # e.g. text from "body", label from "text": rename through temporary names
+    # A new name that is also an old one (text from "body", label from "text"): rename through temporary names.
+    if set(renames.values()) & set(renames):
         dataset = dataset.rename_columns({old: f"__hfssl_{new}__" for old, new in renames.items()})
         renames = {f"__hfssl_{new}__": new for new in renames.values()}
     return dataset.rename_columns(renames) if renames else dataset
@@ -449,7 +442,7 @@ def _has_text(batch: dict) -> list[bool]:
     return keep
 
 
-def _drop_empty(dataset: TextDataset, split: str, source: _Source) -> TextDataset:
+def _drop_empty(dataset: TextDataset, split: str, source: _TextSource) -> TextDataset:
     """``dataset`` without empty or whitespace-only documents; the number dropped is logged (not for streams)."""
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.filter(_has_text, batched=True)
@@ -482,30 +475,7 @@ def _require_text(dataset: TextDataset, split: str, description: str) -> None:
         )
 
 
-# ----------------------------------------------------------------------------- splits
-
-
-def _hold_out(train: datasets.Dataset, percentage: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Split ``percentage`` percent (rounded up) of the documents off ``train`` for evaluation, shuffled with ``seed``."""
-    n_eval = math.ceil(len(train) * percentage / 100)
-    if n_eval >= len(train):
-        raise ValueError(
-            f"The train split has only {len(train)} documents, too few to hold out {percentage}% for evaluation; "
-            "pass --validation_split_percentage 0, a --validation_file or an --eval_split."
-        )
-    parts = train.train_test_split(test_size=n_eval, seed=seed)
-    return parts["train"], parts["test"]
-
-
-def _subsample(dataset: TextDataset, max_samples: Optional[int], seed: int) -> TextDataset:
-    """The first ``max_samples`` rows after a shuffle with ``seed`` (a stream: the first rows, unshuffled)."""
-    if max_samples is None:
-        return dataset
-    if isinstance(dataset, datasets.IterableDataset):
-        return dataset.take(max_samples)
-    if max_samples >= len(dataset):
-        return dataset
-    return dataset.shuffle(seed=seed).select(range(max_samples))
+# ----------------------------------------------------------------------------- streams
 
 
 def shuffle_stream(examples: TextDataset, buffer_size: int, seed: int) -> TextDataset:
@@ -519,129 +489,3 @@ def shuffle_stream(examples: TextDataset, buffer_size: int, seed: int) -> TextDa
     if not isinstance(examples, datasets.IterableDataset) or buffer_size == 0:
         return examples
     return examples.shuffle(seed=seed, buffer_size=buffer_size)
-
-
-def _describe(source: str, train: TextDataset, eval_dataset: Optional[TextDataset], held_out: bool) -> str:
-    if isinstance(train, datasets.IterableDataset):
-        return f"{source} (streaming{', with eval' if eval_dataset is not None else ', no eval'})"
-    if eval_dataset is None:
-        return f"{source} ({len(train)} train documents, no eval)"
-    return f"{source} ({len(train)} train / {len(eval_dataset)} {'held-out ' if held_out else ''}eval documents)"
-
-
-# ----------------------------------------------------------------------------- builtin:enwiki-sample
-
-# Cleanup after gensim's filter_wiki, which leaves section headings, bold/italic quotes, list bullets,
-# gallery file names and magic words in place.
-_HEADING = re.compile(r"^(=+)\s*(.*?)\s*\1$")
-_EMPHASIS = re.compile(r"'{2,}")
-_LIST_MARKER = re.compile(r"^[*#:;]+\s*")
-_GALLERY_FILE = re.compile(r"\b(?:File|Image):[^|\n]*\|")
-_MAGIC_WORD = re.compile(r"__[A-Z]+__")
-_SPACES = re.compile(r"[^\S\n]+")
-
-
-# Bump when the parsing below changes what it returns: it keys the on-disk cache of the parsed articles.
-_ENWIKI_PARSER_VERSION = 1
-_ENWIKI_FEATURES = datasets.Features({"title": datasets.Value("string"), "text": datasets.Value("string")})
-
-
-def enwiki_sample_dataset(cache_dir: Optional[str] = None) -> datasets.Dataset:
-    """gensim's Wikipedia sample as a ``Dataset`` with "title" and "text" columns (see ``enwiki_sample_rows``).
-
-    Parsing takes about 2 s on 2 cores, so the result is cached by ``datasets`` (in ``cache_dir``,
-    default the ``datasets`` cache) under a key made of the parser version, the gensim version and
-    the dump's size; a later call, in this process or another, reads it back in milliseconds.
-    """
-    import gensim
-
-    path = _enwiki_sample_path()
-    key = f"enwiki-sample|parser={_ENWIKI_PARSER_VERSION}|gensim={gensim.__version__}|size={os.path.getsize(path)}"
-    return datasets.Dataset.from_generator(
-        _generate_enwiki_rows,
-        features=_ENWIKI_FEATURES,
-        cache_dir=cache_dir,
-        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
-    )
-
-
-def _generate_enwiki_rows():
-    yield from enwiki_sample_rows()
-
-
-def _enwiki_sample_path() -> str:
-    """Where gensim's wheel keeps the dump (``gensim.test.utils.datapath``, without importing that module:
-    it builds test corpora on import)."""
-    import gensim
-
-    path = os.path.join(os.path.dirname(gensim.__file__), "test", "test_data", ENWIKI_SAMPLE_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"gensim's Wikipedia sample {ENWIKI_SAMPLE_FILE} is missing from {os.path.dirname(path)}; "
-            "reinstall gensim (its wheel ships the file) or pass --train_file/--dataset_name instead."
-        )
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def enwiki_sample_rows() -> tuple[dict, ...]:
-    """The articles of gensim's Wikipedia sample as ``{"title", "text"}`` rows, markup removed; parsed once a process.
-
-    The dump (``gensim.test.utils.datapath(ENWIKI_SAMPLE_FILE)``) holds 206 pages: 106 articles,
-    99 redirects and 1 page outside the article namespace (both skipped, with a logged count). Pages come from ``gensim.corpora.wikicorpus.extract_pages`` (article
-    namespace only), text from its ``filter_wiki`` (links, templates, references, tables, tags),
-    then ``wiki_to_plain_text`` removes what ``filter_wiki`` leaves.
-    """
-    from gensim.corpora.wikicorpus import extract_pages
-
-    start = time.perf_counter()
-    rows, redirects, empty = [], 0, 0
-    with bz2.open(_enwiki_sample_path(), "rb") as dump:
-        for title, raw, _ in extract_pages(dump, filter_namespaces=("0",)):
-            if raw.lstrip()[:9].upper() == "#REDIRECT":
-                redirects += 1
-                continue
-            text = wiki_to_plain_text(raw)
-            if not text:
-                empty += 1
-                continue
-            rows.append({"title": title, "text": text})
-    logger.info(
-        "Parsed %d Wikipedia articles from gensim's %s in %.1f s; skipped %d redirects and %d empty or non-article pages.",
-        len(rows),
-        ENWIKI_SAMPLE_FILE,
-        time.perf_counter() - start,
-        redirects,
-        empty,
-    )
-    return tuple(rows)
-
-
-def wiki_to_plain_text(raw: str) -> str:
-    """MediaWiki markup to plain text: gensim's ``filter_wiki``, then headings, quotes, bullets and spaces.
-
-    Paragraphs are kept, separated by ``"\\n\\n"``; the lines inside a paragraph (list items
-    included) are joined with a space, so the text holds no other newline. A section heading
-    becomes a paragraph of its own (its title without the ``==``).
-    """
-    from gensim.corpora.wikicorpus import filter_wiki
-
-    text = _GALLERY_FILE.sub("", _EMPHASIS.sub("", _MAGIC_WORD.sub("", filter_wiki(raw))))
-    paragraphs: list[str] = []
-    lines: list[str] = []
-    for line in text.split("\n"):
-        line = _SPACES.sub(" ", line).strip()
-        heading = _HEADING.match(line)
-        if heading or not line:
-            if lines:
-                paragraphs.append(" ".join(lines))
-                lines = []
-            if heading and heading.group(2):
-                paragraphs.append(heading.group(2))
-            continue
-        line = _LIST_MARKER.sub("", line)
-        if line:
-            lines.append(line)
-    if lines:
-        paragraphs.append(" ".join(lines))
-    return "\n\n".join(paragraphs)

@@ -6,14 +6,11 @@ from .frozen import FROZEN_PROTOCOLS, frozen_feature_metrics
 from .knn import knn_accuracy, knn_predict
 from .linear_probe import linear_probe_accuracy
 from .metric_modules import available_metrics, compute_accuracy, load_metric
-from .text import (
-    compute_macro_f1,
-    extract_text_features,
-    finetune_text_classifier,
-    linear_probe_text_classifier,
-    perplexity,
-    strided_perplexity,
-)
+from .perplexity import perplexity, strided_perplexity
+from .text_classification import compute_macro_f1
+from .text_features import extract_text_features
+from .text_finetune import finetune_text_classifier
+from .text_linear_probe import linear_probe_text_classifier
 
 __all__ = [
     "FROZEN_PROTOCOLS",
