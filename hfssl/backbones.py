@@ -1,8 +1,36 @@
 """Any transformers vision encoder as a backbone, and one rule for its pooled features.
 
-A backbone is named by ``--backbone``: either a transformers model type (``vit``, ``resnet``,
-``convnext``, ``swin``, ...), built from its default config plus ``--backbone_config_overrides``,
-or a checkpoint (a local directory or a Hub id), whose config and weights are loaded.
+A backbone is named by ``--backbone``, one of:
+
+* a preset of :data:`BACKBONE_PRESETS` (``resnet-tiny``, ``vit-tiny``, ``vit-small``, ``vit-base``,
+  ``resnet50``): a named transformers config, with ``--backbone_config_overrides`` on top;
+* ``auto``: a preset and an image size picked from the data by :func:`choose_auto_backbone`;
+* a transformers model type (``vit``, ``resnet``, ``convnext``, ``swin``, ...), built from its
+  default config plus ``--backbone_config_overrides``;
+* a checkpoint (a local directory or a Hub id), whose config and weights are loaded.
+
+A preset name, ``auto`` and a model type are never read as a folder of the same name in the
+working directory (write ``./resnet-tiny`` to mean the folder).
+
+Presets (parameters counted with :func:`build_backbone` at 3 input channels, ViTs at 224 px
+without their unused pooler):
+
+=============== ================================================================= ============
+preset          what it is                                                        parameters
+=============== ================================================================= ============
+``resnet-tiny`` ResNet, 16-wide stem and 2 basic-block stages 32, 64 (one block    74,640
+                each); for images up to ~64 px (73,072 with 1 input channel)
+``vit-tiny``    ViT-Ti/16 of DeiT (Touvron et al., 2021): width 192, 12 layers,    5,524,416
+                3 heads, MLP 768
+``vit-small``   ViT-S/16 of DeiT: width 384, 12 layers, 6 heads, MLP 1536          21,665,664
+``vit-base``    ViT-B/16 (Dosovitskiy et al., 2021): width 768, 12 layers,         85,798,656
+                12 heads, MLP 3072
+``resnet50``    ResNet-50 (He et al., 2016), bottleneck stages 3-4-6-3, widths     23,508,032
+                256-2048; the backbone of SimCLR, MoCo, BYOL
+=============== ================================================================= ============
+
+The ViT presets' ``patch_size`` follows the image size (:func:`vit_patch_size`): 16 at 224 px and
+above, smaller for small images so the token grid stays at least 7x7 (4 at 32 px: 8x8 tokens).
 
 Pooled features, shape (B, D), follow one documented rule (``pooling``):
 
@@ -23,6 +51,7 @@ import inspect
 import json
 import os
 import re
+from typing import NamedTuple
 
 import torch
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
@@ -87,40 +116,226 @@ def apply_config_overrides(config: PreTrainedConfig, overrides: str | dict | Non
     return type(config).from_dict(rebuilt)
 
 
+AUTO_BACKBONE = "auto"
+
+BACKBONE_PRESETS: dict[str, dict] = {
+    "resnet-tiny": {
+        "model_type": "resnet",
+        "embedding_size": 16,
+        "hidden_sizes": [32, 64],
+        "depths": [1, 1],
+        "layer_type": "basic",
+    },
+    "vit-tiny": {
+        "model_type": "vit",
+        "hidden_size": 192,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 3,
+        "intermediate_size": 768,
+        "image_size": 224,
+        "patch_size": 16,
+    },
+    "vit-small": {
+        "model_type": "vit",
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "image_size": 224,
+        "patch_size": 16,
+    },
+    "vit-base": {
+        "model_type": "vit",
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "image_size": 224,
+        "patch_size": 16,
+    },
+    "resnet50": {
+        "model_type": "resnet",
+        "embedding_size": 64,
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [3, 4, 6, 3],
+        "layer_type": "bottleneck",
+    },
+}
+"""Named backbone configs: ``model_type`` and the architecture's sizes, spelled out rather than left to
+transformers' defaults (the module docstring says what each is and counts its parameters)."""
+
+BACKBONE_PRESET_NOTES: dict[str, str] = {
+    "resnet-tiny": "2-stage basic-block ResNet, ~75k parameters",
+    "vit-tiny": "ViT-Ti/16 of DeiT, ~5.5M parameters",
+    "vit-small": "ViT-S/16 of DeiT, ~22M parameters",
+    "vit-base": "ViT-B/16, ~86M parameters",
+    "resnet50": "ResNet-50, ~23.5M parameters",
+}
+"""One line per preset: what it is and its parameter count (3 input channels, ViTs at 224 px)."""
+
+# The coarsest token grid the ViT paper trained (ViT-B/32 at 224 px), and the largest patch.
+MIN_TOKEN_GRID = 7
+MAX_PATCH_SIZE = 16
+
+
+def vit_patch_size(image_size: int) -> int:
+    """Patch size of a ViT preset at ``image_size``: the largest power of two up to 16 that leaves
+    at least 7 patches per side.
+
+    112 px and above take 16 (224 px: 14x14 tokens, as ViT-B/16 and DeiT); 56-111 px take 8
+    (96 px: 12x12); 28-55 px 4 (32 px: 8x8); 14-27 px 2; below 14 px 1. The floor of 7 is the
+    coarsest grid of the ViT paper (ViT-B/32 at 224 px; Dosovitskiy et al., 2021).
+    A size the patch does not divide drops its last ``image_size % patch_size`` rows and columns
+    (the patch embedding is a convolution of that stride).
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+    patch_size = MAX_PATCH_SIZE
+    while patch_size > 1 and image_size // patch_size < MIN_TOKEN_GRID:
+        patch_size //= 2
+    return patch_size
+
+
 def is_checkpoint(backbone: str) -> bool:
-    """A local directory or a Hub id ("org/name") rather than a model type. A model type wins over
-    a folder of the same name in the working directory (a run's output folder is often called
-    "bert"); write "./bert" to mean the folder."""
-    if backbone in CONFIG_MAPPING:
+    """A local directory or a Hub id ("org/name") rather than a preset, ``auto`` or a model type.
+    Those names win over a folder of the same name in the working directory (a run's output
+    folder is often called "bert" or "resnet-tiny"); write "./bert" to mean the folder."""
+    if backbone in CONFIG_MAPPING or backbone in BACKBONE_PRESETS or backbone == AUTO_BACKBONE:
         return False
     return os.path.isdir(backbone) or "/" in backbone
 
 
 def build_backbone_config(
-    backbone: str, overrides: str | dict | None = None, image_size: int | None = None
+    backbone: str,
+    overrides: str | dict | None = None,
+    image_size: int | None = None,
+    num_channels: int | None = None,
 ) -> PreTrainedConfig:
-    """Config of the backbone named by ``backbone`` (model type or checkpoint), with overrides.
+    """Config of the backbone named by ``backbone`` (preset, model type or checkpoint), with overrides.
 
-    For a model type, ``image_size`` is written into configs that have that attribute (ViT-style
-    position embeddings depend on it). A checkpoint keeps its own size; ViT-family inputs of another
-    size are handled by interpolating position embeddings at forward time.
+    For a preset or a model type, ``image_size`` and ``num_channels`` are written into configs
+    that have those attributes (ViT-style position embeddings depend on the size), and a ViT
+    preset's ``patch_size`` follows the size (:func:`vit_patch_size`); ``overrides`` win over all
+    three. A checkpoint keeps its own size and channels; ViT-family inputs of another size are
+    handled by interpolating position embeddings at forward time, other channel counts by
+    :func:`hfssl.augment.match_channels`. ``auto`` must be resolved first with
+    :func:`choose_auto_backbone`, which needs the data.
     """
-    if is_checkpoint(backbone):
-        config = AutoConfig.from_pretrained(backbone)
-    else:
-        try:
-            config = AutoConfig.for_model(backbone)
-        except ValueError as error:
-            raise ValueError(
-                f"Unknown backbone {backbone!r}: pass a transformers model type (vision: vit, resnet, convnext, swin, "
-                f"dinov2, ...; text: gpt2, bert, bart, ...) or the path of a checkpoint directory."
-            ) from error
-        values = (
-            parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
+    if backbone == AUTO_BACKBONE:
+        raise ValueError(
+            "The 'auto' backbone depends on the data: resolve it with choose_auto_backbone(native_image_size, "
+            f"num_channels) and pass the preset it picks (one of {', '.join(BACKBONE_PRESETS)})."
         )
+    if is_checkpoint(backbone):
+        return apply_config_overrides(AutoConfig.from_pretrained(backbone), overrides)
+    values = parse_config_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
+    if backbone in BACKBONE_PRESETS:
+        config, sized = _preset_config(backbone, image_size, values)
+    else:
+        config, sized = _model_type_config(backbone), {}
         if image_size is not None and hasattr(config, "image_size"):
-            overrides = {"image_size": image_size, **values}
-    return apply_config_overrides(config, overrides)
+            sized["image_size"] = image_size
+    if num_channels is not None and hasattr(config, "num_channels"):
+        sized["num_channels"] = num_channels
+    return apply_config_overrides(config, {**sized, **values})
+
+
+def _preset_config(name: str, image_size: int | None, overrides: dict) -> tuple[PreTrainedConfig, dict]:
+    """The preset's config and, for a ViT at a given size, its image and patch size (the size in
+    ``overrides`` wins over ``image_size``; ``encoder_stride``, read by masked-image heads, follows the patch)."""
+    values = dict(BACKBONE_PRESETS[name])
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    image_size = overrides.get("image_size", image_size)
+    if image_size is None or "patch_size" not in values:
+        return config, {}
+    patch_size = overrides.get("patch_size", vit_patch_size(image_size))
+    return config, {"image_size": image_size, "patch_size": patch_size, "encoder_stride": patch_size}
+
+
+def _model_type_config(model_type: str) -> PreTrainedConfig:
+    try:
+        return AutoConfig.for_model(model_type)
+    except ValueError as error:
+        presets = "; ".join(f"{name} ({note})" for name, note in BACKBONE_PRESET_NOTES.items())
+        raise ValueError(
+            f"Unknown backbone {model_type!r}: pass a preset ({presets}), 'auto' (picked from the data), "
+            "a transformers model type (vision: vit, resnet, convnext, swin, dinov2, ...; text: gpt2, bert, bart, ...) "
+            "or the path of a checkpoint directory."
+        ) from error
+
+
+class AutoBackboneChoice(NamedTuple):
+    """What ``--backbone auto`` picked: the preset, the side of the training views, the backbone's
+    input channels, and one log line saying what was picked, why, and how to change it."""
+
+    preset: str
+    image_size: int
+    num_channels: int
+    message: str
+
+
+# Thresholds of choose_auto_backbone: native image side in pixels, and data set size.
+SMALL_IMAGE_SIDE = 64
+MEDIUM_IMAGE_SIDE = 128
+LARGE_IMAGE_SIZE = 224
+FEW_IMAGES = 10_000
+
+
+def choose_auto_backbone(
+    native_image_size: int, num_channels: int, num_images: int | None = None
+) -> AutoBackboneChoice:
+    """Pick a preset and training image size that fit images of side ``native_image_size``.
+
+    Rule, on the native side S (pass the longer side of the data's images):
+
+    * S <= 64 (digits, MNIST, CIFAR): ``resnet-tiny`` at S rounded up to a multiple of 8, at least
+      16 (8 px digits -> 16, 28 px Fashion-MNIST -> 32, 32 px CIFAR -> 32). Small images carry little
+      detail; a ViT on them is mostly tokens of a few pixels, and a tiny CNN trains in seconds on a CPU.
+    * 64 < S <= 128 (STL-10 at 96 px): ``vit-tiny`` at S rounded up to a multiple of 8, its patch
+      size following the size (96 px: patch 8, 12x12 tokens).
+    * S > 128 (ImageNet-like photos): ``vit-small`` at 224 px, the size DeiT and DINO train at
+      (random resized crops of the larger images).
+    * With fewer than 10,000 images (when ``num_images`` is known) the model steps down one rung
+      (``vit-small`` -> ``vit-tiny``, ``vit-tiny`` -> ``resnet-tiny``) at the same size: ViTs need more
+      data than CNNs to train well (Dosovitskiy et al., 2021, section 4.3).
+
+    The backbone takes the data's ``num_channels`` (1 for greyscale), so no channel is repeated.
+    """
+    if native_image_size < 1:
+        raise ValueError(f"native_image_size must be a positive number of pixels, got {native_image_size}.")
+    if num_channels < 1:
+        raise ValueError(f"num_channels must be at least 1 (1 greyscale, 3 RGB), got {num_channels}.")
+    if num_images is not None and num_images < 1:
+        raise ValueError(f"num_images must be a positive count or None (unknown), got {num_images}.")
+    ladder = ("resnet-tiny", "vit-tiny", "vit-small")
+    if native_image_size <= SMALL_IMAGE_SIDE:
+        rung, image_size = 0, _round_up(native_image_size)
+        why = f"images of side <= {SMALL_IMAGE_SIDE} px train resnet-tiny at their side rounded up to a multiple of 8"
+        why += " (at least 16)"
+    elif native_image_size <= MEDIUM_IMAGE_SIDE:
+        rung, image_size = 1, _round_up(native_image_size)
+        why = f"images of side {SMALL_IMAGE_SIDE + 1}-{MEDIUM_IMAGE_SIDE} px train vit-tiny at their side rounded up"
+        why += " to a multiple of 8"
+    else:
+        rung, image_size = 2, LARGE_IMAGE_SIZE
+        why = f"images larger than {MEDIUM_IMAGE_SIDE} px train vit-small at {LARGE_IMAGE_SIZE} px"
+    if num_images is not None and num_images < FEW_IMAGES and rung > 0:
+        rung -= 1
+        why += f", one model size smaller with under {FEW_IMAGES:,} images"
+    preset = ladder[rung]
+    kind = {1: "greyscale", 3: "RGB"}.get(num_channels, f"{num_channels}-channel")
+    count = "" if num_images is None else f"{num_images:,} "
+    message = (
+        f"--backbone auto picked {preset} ({BACKBONE_PRESET_NOTES[preset]}) at {image_size} px with {num_channels} "
+        f"input channel{'' if num_channels == 1 else 's'}, for {count}{kind} images of {native_image_size} px: {why}; "
+        f"the backbone takes the data's channels. Change it with --backbone <preset or model type> "
+        f"(presets: {', '.join(BACKBONE_PRESETS)}) and --image_size N."
+    )
+    return AutoBackboneChoice(preset, image_size, num_channels, message)
+
+
+def _round_up(side: int, multiple: int = 8, minimum: int = 16) -> int:
+    return max(minimum, -(-side // multiple) * multiple)
 
 
 def build_backbone(config: PreTrainedConfig, pooling: str = "auto", checkpoint: str | None = None) -> PreTrainedModel:
