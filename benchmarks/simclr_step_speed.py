@@ -67,8 +67,10 @@ def measure(name: str, args, device: torch.device, memory_format: str = "contigu
     layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
     model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    make_views = method.make_views(args.image_size, args.backbone_channels)
-    views = lambda images: [view.contiguous(memory_format=layout) for view in make_views(images)]  # noqa: E731 (as SSLTrainer does)
+    transform = method.batch_transform(model, None)  # the views the trainer makes in each training step
+    views = lambda images: [  # noqa: E731 (channels-last as the trainer makes them)
+        view.contiguous(memory_format=layout) for view in transform({"pixel_values": images})["views"]
+    ]
     images = torch.randint(
         0, 256, (args.batch_size, args.channels, args.source_size, args.source_size), dtype=torch.uint8, device=device
     )

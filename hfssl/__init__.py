@@ -2,7 +2,7 @@
 
 Importing hfssl registers every hfssl model type with ``AutoConfig`` and ``AutoModel``, so
 ``AutoModel.from_pretrained(dir)`` restores an hfssl checkpoint. :data:`METHODS` maps each method
-name to its config and model classes.
+name to its modality, config and model classes, and batch transform.
 """
 
 from __future__ import annotations
@@ -12,32 +12,54 @@ from typing import NamedTuple
 
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
-from .augment import simclr_view_generator
-from .models.bart import BartPretrainingConfig, BartPretrainingModel
-from .models.bert import BertPretrainingConfig, BertPretrainingModel
+from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch_transform
+from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
 from .models.gpt import GPTConfig, GPTModel
-from .models.simclr import SimCLRConfig, SimCLRModel
-from .models.word2vec import Word2VecConfig, Word2VecModel
+from .models.simclr import SimCLRConfig, SimCLRModel, simclr_batch_transform
+from .models.word2vec import Word2VecConfig, Word2VecModel, word2vec_batch_transform
 
 __version__ = "0.1.0"
 
+MODALITIES = ("image", "text", "image-text", "word-vectors")
+
+
+def no_batch_transform(model: PreTrainedModel, processing_class=None) -> None:
+    """For methods whose collated batch is already the model's input (GPT's packed blocks draw nothing)."""
+    return None
+
 
 class Method(NamedTuple):
-    """A method's classes and, for vision methods, the factory of its on-device views
-    (``make_views(image_size, num_channels, mean, std, color_jitter_strength=..., crop_scale=...)``)."""
+    """One entry of :data:`METHODS`.
 
+    Attributes:
+        modality: ``"image"``, ``"text"``, ``"image-text"`` or ``"word-vectors"``: which recipe and
+            evaluation serve the method.
+        config_class, model_class: the method's ``PreTrainedConfig`` and ``PreTrainedModel``.
+        batch_transform: ``batch_transform(model, processing_class)`` -> the method's batch
+            transform (:mod:`hfssl.transforms`), built from ``model.config`` and the tokenizer or image
+            processor; None when the collated batch is the input.
+    """
+
+    modality: str
     config_class: type[PreTrainedConfig]
     model_class: type[PreTrainedModel]
-    make_views: Callable | None = None
+    batch_transform: Callable = no_batch_transform
 
 
 METHODS: dict[str, Method] = {
-    "simclr": Method(SimCLRConfig, SimCLRModel, simclr_view_generator),
-    "word2vec": Method(Word2VecConfig, Word2VecModel),
-    "gpt": Method(GPTConfig, GPTModel),
-    "bert": Method(BertPretrainingConfig, BertPretrainingModel),
-    "bart": Method(BartPretrainingConfig, BartPretrainingModel),
+    "simclr": Method("image", SimCLRConfig, SimCLRModel, simclr_batch_transform),
+    "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
+    "gpt": Method("text", GPTConfig, GPTModel),
+    "bert": Method("text", BertPretrainingConfig, BertPretrainingModel, bert_batch_transform),
+    "bart": Method("text", BartPretrainingConfig, BartPretrainingModel, bart_batch_transform),
 }
+
+
+def methods_of(modality: str) -> list[str]:
+    """The names of the methods of ``modality``, sorted."""
+    if modality not in MODALITIES:
+        raise ValueError(f"Unknown modality {modality!r}; one of {MODALITIES}.")
+    return sorted(name for name, method in METHODS.items() if method.modality == modality)
 
 
 def _register(methods: dict[str, Method]) -> None:
@@ -50,7 +72,9 @@ _register(METHODS)
 
 __all__ = [
     "METHODS",
+    "MODALITIES",
     "Method",
+    "methods_of",
     "BartPretrainingConfig",
     "BartPretrainingModel",
     "BertPretrainingConfig",

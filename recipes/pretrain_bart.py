@@ -32,12 +32,13 @@ from transformers import TrainingArguments, set_seed
 
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
-from hfssl.data.denoising import DataCollatorForBartDenoising, build_denoising_examples
+from hfssl.data.denoising import build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
-from hfssl.training import parse_recipe_arguments
+from hfssl.models.bart import bart_collator
+from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training.finish import finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
-    LanguageModelTrainer,
     build_language_model,
     build_tokenizer,
     train_and_evaluate,
@@ -102,7 +103,12 @@ def main(argv=None):
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_text_datasets(data_args)
     tokenizer = build_tokenizer(model_args, training_args, data.train, "byte_level_bpe", "bart")
-    model = build_language_model(METHODS["bart"], model_args, tokenizer, bart_args.max_seq_length)
+    noise = dict(
+        mask_ratio=bart_args.mask_ratio, poisson_lambda=bart_args.poisson_lambda, random_ratio=bart_args.random_ratio,
+        permute_sentences=bart_args.permute_sentences, rotate_ratio=bart_args.rotate_ratio,
+        max_seq_length=bart_args.max_seq_length,
+    )  # fmt: skip
+    model = build_language_model(METHODS["bart"], model_args, tokenizer, bart_args.max_seq_length, **noise)
     with training_args.main_process_first(desc="splitting sentences"):
         options = dict(
             tokenizer=tokenizer, max_seq_length=bart_args.max_seq_length, num_proc=model_args.preprocessing_num_workers,
@@ -112,20 +118,14 @@ def main(argv=None):
             build_denoising_examples(data.train, **options), data_args.shuffle_buffer_size, training_args.seed
         )
         eval_examples = None if data.eval is None else build_denoising_examples(data.eval, **options)
-    noise = dict(
-        tokenizer=tokenizer, mask_ratio=bart_args.mask_ratio, poisson_lambda=bart_args.poisson_lambda, random_ratio=bart_args.random_ratio,
-        permute_sentences=bart_args.permute_sentences, rotate_ratio=bart_args.rotate_ratio,
-        decoder_start_token_id=model.backbone.config.decoder_start_token_id, max_length=bart_args.max_seq_length,
-    )  # fmt: skip
-    eval_collator = DataCollatorForBartDenoising(**noise, seed=training_args.seed, worker_seed_from_id=True)
+    eval_collator = bart_collator(model, tokenizer, seed=training_args.seed, worker_seed_from_id=True)
 
-    trainer = LanguageModelTrainer(
+    trainer = SSLTrainer(
         model=model,
         args=training_args,
         train_dataset=train_examples,
         eval_dataset=eval_examples,
-        data_collator=DataCollatorForBartDenoising(**noise),
-        collate_in_training_step=True,
+        batch_transform=METHODS["bart"].batch_transform(model, tokenizer),
         eval_data_collator=eval_collator,
         processing_class=tokenizer,
         compute_metrics=reconstruction_accuracy,
@@ -149,7 +149,7 @@ def main(argv=None):
             trainer.save_metrics("generate", exact)
             metrics.update(exact)
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
-    trainer.model_card_text = write_language_model_card(
+    card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,
         "bart",
@@ -160,9 +160,9 @@ def main(argv=None):
         training_summary(training_args),
         metrics,
         repo_id=training_args.hub_model_id,
-        write=trainer.is_world_process_zero(),
-    )
-    trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
+        write=write,
+    )  # noqa: E731
+    finish_run(trainer, card)
     return metrics
 
 

@@ -26,13 +26,13 @@ from transformers import TrainingArguments, set_seed
 
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
-from hfssl.data.masking import DataCollatorForBertPretraining
 from hfssl.data.nsp import build_nsp_examples, check_nsp_pairs
 from hfssl.evaluation.metric_modules import compute_accuracy
-from hfssl.training import parse_recipe_arguments
+from hfssl.models.bert import bert_collator
+from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training.finish import finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
-    LanguageModelTrainer,
     build_language_model,
     build_tokenizer,
     train_and_evaluate,
@@ -94,8 +94,15 @@ def main(argv=None):
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_text_datasets(data_args)
     tokenizer = build_tokenizer(model_args, training_args, data.train, "wordpiece", "bert")
-    model = build_language_model(METHODS["bert"], model_args, tokenizer, bert_args.max_seq_length)
-    model.config.next_sentence_prediction = bert_args.next_sentence_prediction
+    masking = dict(mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask)
+    model = build_language_model(
+        METHODS["bert"],
+        model_args,
+        tokenizer,
+        bert_args.max_seq_length,
+        next_sentence_prediction=bert_args.next_sentence_prediction,
+        **masking,
+    )
     options = dict(
         tokenizer=tokenizer, max_seq_length=bert_args.max_seq_length, short_seq_prob=bert_args.short_seq_prob,
         num_proc=model_args.preprocessing_num_workers,
@@ -111,20 +118,13 @@ def main(argv=None):
     for split, pairs in (("train", train_pairs), ("eval", eval_pairs)):
         if pairs is not None:
             check_nsp_pairs(pairs, split, labels_used=bert_args.next_sentence_prediction)
-    collator = dict(
-        tokenizer=tokenizer, mlm_probability=bert_args.mlm_probability, whole_word_mask=bert_args.whole_word_mask
-    )
-
-    trainer = LanguageModelTrainer(
+    trainer = SSLTrainer(
         model=model,
         args=training_args,
         train_dataset=train_pairs,
         eval_dataset=eval_pairs,
-        data_collator=DataCollatorForBertPretraining(**collator),
-        collate_in_training_step=True,
-        eval_data_collator=DataCollatorForBertPretraining(
-            **collator, seed=training_args.seed, worker_seed_from_id=True
-        ),
+        batch_transform=METHODS["bert"].batch_transform(model, tokenizer),
+        eval_data_collator=bert_collator(model.config, tokenizer, seed=training_args.seed, worker_seed_from_id=True),
         processing_class=tokenizer,
         compute_metrics=bert_metrics,
     )
@@ -134,7 +134,7 @@ def main(argv=None):
     objective = "masked language modelling" + (
         " and next-sentence prediction" if bert_args.next_sentence_prediction else ""
     )
-    trainer.model_card_text = write_language_model_card(
+    card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,
         "bert",
@@ -145,9 +145,9 @@ def main(argv=None):
         training_summary(training_args),
         metrics,
         repo_id=training_args.hub_model_id,
-        write=trainer.is_world_process_zero(),
-    )
-    trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
+        write=write,
+    )  # noqa: E731
+    finish_run(trainer, card)
     return metrics
 
 

@@ -29,10 +29,10 @@ from transformers import DataCollatorForLanguageModeling, TrainingArguments, set
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
-from hfssl.training import parse_recipe_arguments
+from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training.finish import finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
-    LanguageModelTrainer,
     build_language_model,
     build_tokenizer,
     train_and_evaluate,
@@ -79,7 +79,7 @@ def main(argv=None):
 
     # --prediction_loss_only and --batch_eval_metrics leave no room for the per-token sums: perplexity then comes from eval_loss
     exact = not (training_args.prediction_loss_only or training_args.batch_eval_metrics)
-    trainer = LanguageModelTrainer(
+    trainer = SSLTrainer(
         model=model,
         args=training_args,
         train_dataset=train_blocks,
@@ -96,7 +96,7 @@ def main(argv=None):
         with open(os.path.join(training_args.output_dir, "generated.txt"), "w") as handle:
             handle.write(sample + "\n")
         model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
-    trainer.model_card_text = write_language_model_card(
+    card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,
         "gpt",
@@ -107,9 +107,9 @@ def main(argv=None):
         training_summary(training_args),
         metrics,
         repo_id=training_args.hub_model_id,
-        write=trainer.is_world_process_zero(),
-    )
-    trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and backbone
+        write=write,
+    )  # noqa: E731
+    finish_run(trainer, card)
     return metrics
 
 

@@ -13,7 +13,6 @@ backbone alone under ``backbone/`` (plain transformers), ``all_results.json`` wi
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -22,12 +21,13 @@ from transformers import set_seed
 
 import hfssl
 from hfssl.augment import EvalTransform
-from hfssl.backbones import POOLING_CHOICES
+from hfssl.backbones import BACKBONE_PRESETS, POOLING_CHOICES
 from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
-from hfssl.evaluation.frozen import frozen_feature_metrics
-from hfssl.models.builder import build_vision_ssl_model
+from hfssl.evaluation.baselines import frozen_metrics_with_baselines
+from hfssl.models.builder import build_vision_ssl_model, resolve_vision_backbone
 from hfssl.preprocessing import make_image_processor
-from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments, resumed_checkpoint
+from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
+from hfssl.training.finish import export_backbone, finish_run, train_and_save_state
 from hfssl.training.model_card import training_summary, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,10 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     method: str = field(default="simclr", metadata={"help": f"SSL method: one of {sorted(hfssl.METHODS)}."})
     backbone: str = field(
-        default="resnet",
+        default="auto",
         metadata={
-            "help": "Backbone: a transformers model type (resnet = ResNet-50 as in SimCLR, vit, convnext, ...) or a checkpoint path/Hub id."
+            "help": f"Backbone: auto (a preset and image size picked from the data, logged), a preset ({', '.join(BACKBONE_PRESETS)}), "
+            "a transformers model type (resnet = ResNet-50, vit, convnext, ...) or a checkpoint path/Hub id."
         },
     )
     backbone_config_overrides: Optional[str] = field(
@@ -47,15 +48,17 @@ class ModelArguments:
         metadata={"help": "Backbone config overrides, e.g. 'hidden_size=64,num_hidden_layers=4,patch_size=4'."},
     )
     config_overrides: Optional[str] = field(
-        default=None, metadata={"help": "Method config overrides, e.g. 'projection_dim=64,tau=0.2'."}
+        default=None,
+        metadata={
+            "help": "Method config overrides: heads, loss and augmentation, e.g. 'projection_dim=64,tau=0.2,min_crop_scale=0.3'."
+        },
     )
     pooling: str = field(default="auto", metadata={"help": f"Pooled-feature rule: one of {POOLING_CHOICES}."})
-    image_size: int = field(
-        default=224, metadata={"help": "Side of the square views (and of the saved image processor)."}
-    )
-    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
-    color_jitter_strength: float = field(
-        default=1.0, metadata={"help": "Colour jitter strength s of SimCLR (0.8s, 0.8s, 0.8s, 0.2s)."}
+    image_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Side of the square views (and of the saved image processor); default: picked from the data."
+        },
     )
 
 
@@ -64,6 +67,13 @@ class EvaluationArguments:
     final_protocols: str = field(
         default="knn,linear",
         metadata={"help": "Frozen-feature protocols run after training on the labelled eval split: knn, linear."},
+    )
+    baselines: bool = field(
+        default=True,
+        metadata={
+            "help": "Also evaluate the same architecture at random init and, for images of at most 32 px, raw pixels "
+            "(turn off for large sets: each costs one more feature pass and probe)."
+        },
     )
     knn_max_train_samples: Optional[int] = field(
         default=None,
@@ -80,31 +90,30 @@ def main(argv=None):
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if model_args.method not in hfssl.METHODS or hfssl.METHODS[model_args.method].make_views is None:
+    if model_args.method not in hfssl.methods_of("image"):
         raise ValueError(
-            f"--method {model_args.method!r} is not a vision method; choose from {sorted(k for k, m in hfssl.METHODS.items() if m.make_views)}."
+            f"--method {model_args.method!r} is not an image method; choose from {hfssl.methods_of('image')}."
         )
     set_seed(training_args.seed)
 
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_vision_datasets(data_args)
     method = hfssl.METHODS[model_args.method]
+    backbone = resolve_vision_backbone(
+        model_args.backbone, model_args.image_size, data.image_size, data.num_channels, len(data.train)
+    )
     model = build_vision_ssl_model(
         method,
-        model_args.backbone,
+        backbone.backbone,
         model_args.backbone_config_overrides,
         model_args.config_overrides,
         model_args.pooling,
-        model_args.image_size,
+        backbone.image_size,
+        backbone.num_channels,
     )
-    num_channels = getattr(model.config.backbone_config, "num_channels", 3)
-    views = method.make_views(
-        model_args.image_size,
-        num_channels,
-        crop_scale=(model_args.min_crop_scale, 1.0),
-        color_jitter_strength=model_args.color_jitter_strength,
-    )
-    eval_transform = EvalTransform(model_args.image_size, num_channels)
+    num_channels = model.config.num_channels
+    image_processor = make_image_processor(model.config.image_size, num_channels)
+    eval_transform = EvalTransform(model.config.image_size, num_channels)
     labelled = lambda dataset: dataset is not None and "label" in dataset.column_names  # noqa: E731
     knn_bank = data.train if labelled(data.train) else None
     if knn_bank is not None and eval_args.knn_max_train_samples:
@@ -118,49 +127,44 @@ def main(argv=None):
         train_dataset=data.train,
         eval_dataset=data.eval,
         data_collator=ImageCollator(
-            image_size=model_args.image_size, num_channels=data.num_channels, resize_mixed_only=True
+            image_size=model.config.image_size, num_channels=data.num_channels, resize_mixed_only=True
         ),
-        processing_class=make_image_processor(model_args.image_size, num_channels),
-        view_generator=views,
-        eval_transform=eval_transform,
+        processing_class=image_processor,
+        batch_transform=method.batch_transform(model, image_processor),
+        feature_transform=eval_transform,
         knn_train_dataset=knn_bank,
     )
-    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-
-    if trainer.is_world_process_zero():  # before the final evaluation, so that a failing one cannot cost the backbone
-        model.export_backbone(os.path.join(training_args.output_dir, "backbone"), trainer.processing_class)
-    metrics = final_evaluation(trainer, model, data, eval_transform, eval_args)
-    trainer.model_card_text = write_model_card(
-        training_args.output_dir,
-        model,
-        model_args.method,
-        data.description,
-        training_summary(training_args),
-        metrics,
-        repo_id=training_args.hub_model_id,
-        write=trainer.is_world_process_zero(),
-    )
-    # Last, so that a --push_to_hub upload (which save_model triggers) carries the metrics, the
-    # backbone/ folder and hfssl's card.
-    trainer.save_model()
+    train_and_save_state(trainer, training_args)
+    export_backbone(trainer, model, image_processor)  # before the final evaluation: a failing one cannot cost it
+    metrics, eval_features, eval_labels = final_evaluation(trainer, model, data, eval_transform, eval_args)
+    card = lambda write: write_model_card(  # noqa: E731
+        training_args.output_dir, model, model_args.method, data.description, training_summary(training_args),
+        metrics, repo_id=training_args.hub_model_id, write=write,
+    )  # fmt: skip
+    finish_run(trainer, card, eval_features, eval_labels, class_names(data.train))
     return metrics
 
 
-def final_evaluation(trainer, model, data, eval_transform, eval_args) -> dict:
-    """kNN / linear probe of the trained backbone on the labelled eval split (empty without labels)."""
+def class_names(dataset) -> list[str] | None:
+    """The names of a ClassLabel "label" column, else None."""
+    feature = dataset.features.get("label") if dataset is not None else None
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def final_evaluation(trainer, model, data, eval_transform, eval_args):
+    """kNN / linear probe of the trained backbone on the labelled eval split, beside the same
+    architecture at random init and raw pixels (``--baselines``); ``({}, None, None)`` without labels.
+    Returns the metrics and the eval features (N, D) and labels (N,) for the embedding map."""
     protocols = [p.strip() for p in eval_args.final_protocols.split(",") if p.strip()]
     labelled = all(split is not None and "label" in split.column_names for split in (data.train, data.eval))
     if not protocols:
-        return {}
+        return {}, None, None
     if not labelled:
         logger.warning("No labelled train and eval splits: skipping the final %s evaluation.", ", ".join(protocols))
-        return {}
+        return {}, None, None
     model.eval()
-    metrics = frozen_feature_metrics(
-        model.get_image_features,
+    metrics, eval_features, eval_labels = frozen_metrics_with_baselines(
+        model,
         trainer.feature_dataloader(data.train),
         trainer.feature_dataloader(data.eval),
         eval_transform,
@@ -168,10 +172,12 @@ def final_evaluation(trainer, model, data, eval_transform, eval_args) -> dict:
         protocols,
         trainer.args.knn_k,
         trainer.args.knn_temperature,
+        baselines=eval_args.baselines,
+        seed=trainer.args.seed,
     )
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=True)
-    return metrics
+    return metrics, eval_features, eval_labels
 
 
 if __name__ == "__main__":

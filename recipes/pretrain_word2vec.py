@@ -24,12 +24,13 @@ from typing import Optional
 import transformers
 from transformers import PreTrainedTokenizerFast, set_seed
 
-from hfssl import Word2VecConfig, Word2VecModel
+from hfssl import METHODS, Word2VecConfig, Word2VecModel
 from hfssl.data import TextDataArguments, load_text_datasets
 from hfssl.data.text import iter_texts
 from hfssl.data.word2vec import SENTENCE_UNITS, SentenceCollator, SentenceDataset, encode_corpus
 from hfssl.tokenization import WORD_PATTERN, train_word_level_tokenizer
 from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments, resumed_checkpoint
+from hfssl.training.finish import finish_run
 from hfssl.training.model_card import training_summary, write_word2vec_model_card
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ def main(argv=None):
     )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
+    if data_args.validation_split_percentage is None:
+        # word2vec trains on the whole corpus as gensim does (its benchmarks need no held-out text);
+        # --validation_split_percentage N holds out a share for the held-out loss per pair.
+        data_args.validation_split_percentage = 0
 
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_text_datasets(data_args)
@@ -149,6 +154,7 @@ def main(argv=None):
         eval_dataset=eval_dataset,
         data_collator=SentenceCollator(),
         processing_class=tokenizer,
+        batch_transform=METHODS["word2vec"].batch_transform(model, tokenizer),
     )
     checkpoint = resumed_checkpoint(training_args)
     start_epoch = resumed_epoch(checkpoint)
@@ -176,16 +182,16 @@ def main(argv=None):
         for word, near in neighbours.items():
             logger.info("most similar to %r: %s", word, ", ".join(f"{w} ({s:.2f})" for w, s in near[:5]))
         model.save_word2vec_format(os.path.join(training_args.output_dir, "vectors.txt"))
-    trainer.model_card_text = write_word2vec_model_card(
+    card = lambda write: write_word2vec_model_card(
         training_args.output_dir,
         model,
         data.description,
         training_summary(training_args, optimizer="SGD, linear decay to min_alpha"),
         metrics,
         repo_id=training_args.hub_model_id,
-        write=trainer.is_world_process_zero(),
-    )
-    trainer.save_model()  # last, so that a --push_to_hub upload carries the card, metrics and vectors
+        write=write,
+    )  # noqa: E731
+    finish_run(trainer, card)
     return metrics
 
 

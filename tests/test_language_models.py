@@ -375,3 +375,20 @@ def test_two_process_accelerate_launch_of_the_recipes(tmp_path, shared_data, rec
     metrics = module.main(_corpus_arguments(shared_data, tmp_path / "one", overrides, "--max_train_samples", "40", "--max_eval_samples", "4",
                                             "--max_steps", "1", "--learning_rate", "0", "--save_strategy", "no", "--backbone", str(output / "backbone")))  # fmt: skip
     assert reported == pytest.approx(metrics["eval_loss"], rel=0.25)
+
+
+def test_bert_on_the_builtin_corpus_holds_out_validation_text_by_default(tmp_path, caplog):
+    """`pretrain_bert.py --dataset_name builtin:enwiki-sample` with no validation flag: 10% of the
+    articles are held out (seeded, logged) and eval_mlm_accuracy is reported. (A small BERT here; the
+    default BERT-base runs the same path, for minutes on a CPU.)"""
+    output = tmp_path / "bert"
+    with caplog.at_level("INFO"):
+        metrics = pretrain_bert.main([
+            "--dataset_name", "builtin:enwiki-sample", "--output_dir", str(output), "--max_steps", "2",
+            "--backbone_config_overrides", BERT_OVERRIDES, "--max_seq_length", "64", "--max_eval_samples", "8",
+            *RECIPE_COMMON,
+        ])  # fmt: skip
+    assert "Held out 11 of the 106 train documents" in caplog.text
+    assert 0 <= metrics["eval_mlm_accuracy"] <= 1 and "eval_nsp_accuracy" in metrics
+    config = json.loads((output / "config.json").read_text())
+    assert (config["mlm_probability"], config["whole_word_mask"]) == (0.15, False)  # the masking is in the config

@@ -37,11 +37,9 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
             "--backbone_config_overrides",
             TINY_RESNET + ",num_channels=1",
             "--config_overrides",
-            "projection_hidden_dim=128,projection_dim=64,tau=0.2",
+            "projection_hidden_dim=128,projection_dim=64,tau=0.2,min_crop_scale=0.3",
             "--image_size",
             "28",
-            "--min_crop_scale",
-            "0.3",
             "--output_dir",
             str(output),
             "--per_device_train_batch_size",
@@ -234,3 +232,58 @@ def test_evaluate_recipe_on_an_exported_backbone_with_all_protocols(tmp_path):
         AutoImageProcessor.from_pretrained(tmp_path / "exported").to_dict()
         == AutoImageProcessor.from_pretrained(output).to_dict()
     )
+
+
+def test_the_bare_command_fits_the_data_and_reports_against_baselines(tmp_path, caplog):
+    """`pretrain_vision.py --method simclr --dataset_name builtin:digits --max_steps 20`: no backbone
+    or size flags. auto picks a 1-channel resnet-tiny at 16 px for the 8 px digits (logged), and the
+    results, the card and the pictures put the figures beside random init and raw pixels."""
+    output = tmp_path / "bare"
+    with caplog.at_level("INFO"):
+        metrics = pretrain_vision.main([
+            "--method", "simclr", "--dataset_name", "builtin:digits", "--max_steps", "20", "--output_dir", str(output),
+            "--use_cpu", "--report_to", "none", "--disable_tqdm", "true",
+        ])  # fmt: skip
+    assert "--backbone auto picked resnet-tiny" in caplog.text and "--image_size N" in caplog.text
+    config = json.loads((output / "config.json").read_text())
+    assert (config["image_size"], config["backbone_config"]["model_type"]) == (16, "resnet")
+    assert config["backbone_config"]["num_channels"] == 1
+    results = json.loads((output / "all_results.json").read_text())
+    for prefix in ("", "random_init_", "raw_pixels_"):
+        for protocol in ("knn_accuracy", "linear_probe_accuracy"):
+            assert 0.1 < results[prefix + protocol] <= 1, prefix + protocol  # digits: chance is 0.1
+    assert metrics["random_init_knn_accuracy"] == results["random_init_knn_accuracy"]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert len([entry for entry in state["log_history"] if "loss" in entry]) == 20  # logging_steps 0.02 of 20 steps
+    card = (output / "README.md").read_text()
+    assert (
+        "### Against baselines" in card and "| same architecture, random init |" in card and "| raw pixels |" in card
+    )
+    for picture in ("training_curves.png", "embedding_map.png"):
+        assert (output / picture).stat().st_size > 1000 and f"]({picture})" in card
+    assert AutoModel.from_pretrained(output / "backbone").config.num_channels == 1
+
+
+def test_method_flags_live_in_the_config(tmp_path):
+    """The augmentation is set with --config_overrides and saved in the checkpoint's config; a value
+    out of range fails before training."""
+    arguments = [
+        "--method", "simclr", "--backbone", "resnet-tiny", "--image_size", "16", "--max_steps", "1",
+        "--per_device_train_batch_size", "32", "--final_protocols", "", "--save_strategy", "no", *COMMON,
+    ]  # fmt: skip
+    pretrain_vision.main(
+        [
+            *arguments,
+            "--config_overrides",
+            "min_crop_scale=0.3,color_jitter_strength=0.5",
+            "--output_dir",
+            str(tmp_path / "a"),
+        ]
+    )
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["min_crop_scale"], config["color_jitter_strength"]) == (0.3, 0.5)
+    with pytest.raises(ValueError, match=r"SimCLRConfig.tau must be > 0"):
+        pretrain_vision.main([*arguments, "--config_overrides", "tau=-1", "--output_dir", str(tmp_path / "b")])
+    assert not (tmp_path / "b" / "config.json").exists()
+    with pytest.raises(ValueError, match="not an image method"):
+        pretrain_vision.main([*arguments, "--method", "bert", "--output_dir", str(tmp_path / "c")])

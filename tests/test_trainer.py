@@ -4,8 +4,9 @@ from conftest import tiny_resnet_config, tiny_vit_config
 from transformers import TrainerCallback
 
 from hfssl import SimCLRConfig, SimCLRModel
-from hfssl.augment import EvalTransform, simclr_view_generator
+from hfssl.augment import EvalTransform
 from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
+from hfssl.models.simclr import simclr_batch_transform
 from hfssl.training import LARS, SSLTrainer, SSLTrainingArguments, decay_parameter_names, effective_rank, embedding_std
 
 
@@ -26,7 +27,9 @@ class StopAfter(TrainerCallback):
 def make_trainer(output_dir, digits, **overrides):
     torch.manual_seed(0)
     model = SimCLRModel(
-        SimCLRConfig(backbone_config=tiny_resnet_config(), projection_hidden_dim=32, projection_dim=16, tau=0.5)
+        SimCLRConfig(
+            backbone_config=tiny_resnet_config(), projection_hidden_dim=32, projection_dim=16, tau=0.5, image_size=16
+        )
     )
     defaults = dict(
         output_dir=str(output_dir),
@@ -50,8 +53,8 @@ def make_trainer(output_dir, digits, **overrides):
         train_dataset=digits.train,
         eval_dataset=digits.eval,
         data_collator=ImageCollator(image_size=16),
-        view_generator=simclr_view_generator(16, 3),
-        eval_transform=EvalTransform(16, 3),
+        batch_transform=simclr_batch_transform(model),
+        feature_transform=EvalTransform(16, 3),
         knn_train_dataset=digits.train,
     )
 

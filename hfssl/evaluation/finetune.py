@@ -7,9 +7,11 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..training.transform_trainer import TransformTrainer
+from ..transforms import PixelTransform
 from .metric_modules import compute_accuracy
 
 
@@ -26,27 +28,6 @@ class ImageClassifier(nn.Module):
         logits = self.classifier(self.feature_extractor(pixel_values))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return ImageClassifierOutput(loss=loss, logits=logits)
-
-
-class _TransformTrainer(Trainer):
-    """Trainer whose uint8 batches are transformed on the device: ``train_transform`` in training steps,
-    ``eval_transform`` in prediction steps."""
-
-    def __init__(self, *args, train_transform: Callable, eval_transform: Callable, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.train_transform = train_transform
-        self.eval_transform = eval_transform
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # prediction_step also calls compute_loss, on inputs it has already transformed (in eval mode).
-        if model.training:
-            inputs = {**inputs, "pixel_values": self.train_transform(inputs["pixel_values"])}
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        inputs = {**inputs, "pixel_values": self.eval_transform(inputs["pixel_values"])}
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
 def _accuracy_metrics(prediction: EvalPrediction) -> dict:
@@ -78,15 +59,15 @@ def finetune_classifier(
     Returns:
         ``{"finetune_accuracy": float}``, top-1 accuracy on ``eval_dataset`` after training.
     """
-    trainer = _TransformTrainer(
+    trainer = TransformTrainer(
         model=ImageClassifier(feature_extractor, feature_dim, num_labels),
         args=dataclasses.replace(training_args, remove_unused_columns=False, dataloader_drop_last=False),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=data_collator,
         compute_metrics=_accuracy_metrics,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
+        batch_transform=PixelTransform(train_transform),
+        eval_batch_transform=PixelTransform(eval_transform),
     )
     trainer.train()
     return {"finetune_accuracy": trainer.evaluate()["eval_accuracy"]}

@@ -22,11 +22,13 @@ def frozen_feature_metrics(
     protocols: Sequence[str] = FROZEN_PROTOCOLS,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
-) -> dict[str, float]:
+    return_eval_features: bool = False,
+):
     """Extract features of the labelled train and eval loaders once, then run each protocol.
 
     Returns ``knn_accuracy`` (weighted kNN, Wu et al. 2018) and/or ``linear_probe_accuracy``
-    (logistic regression on standardised features) with ``linear_probe_C``.
+    (logistic regression on standardised features) with ``linear_probe_C``; with
+    ``return_eval_features``, ``(metrics, eval_features (N, D), eval_labels (N,))``.
     """
     unknown = set(protocols) - set(FROZEN_PROTOCOLS)
     if unknown:
@@ -40,7 +42,7 @@ def frozen_feature_metrics(
         )
     if "linear" in protocols:
         metrics.update(linear_probe_accuracy(train_features, train_labels, eval_features, eval_labels))
-    return metrics
+    return (metrics, eval_features, eval_labels) if return_eval_features else metrics
 
 
 def _features_of_every_row(encode, loader, transform, accelerator):

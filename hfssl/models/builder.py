@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
-from ..backbones import apply_config_overrides, build_backbone, build_backbone_config, is_checkpoint
+import logging
+from typing import NamedTuple
+
+from ..backbones import (
+    AUTO_BACKBONE,
+    BACKBONE_PRESETS,
+    apply_config_overrides,
+    build_backbone,
+    build_backbone_config,
+    choose_auto_backbone,
+    is_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class VisionBackboneChoice(NamedTuple):
+    """The backbone a vision recipe builds: its name (preset, model type or checkpoint), the side of the
+    training views, and the input channels to give it (None: the backbone's own)."""
+
+    backbone: str
+    image_size: int
+    num_channels: int | None
+
+
+def resolve_vision_backbone(
+    backbone: str, image_size: int | None, native_image_size: int, num_channels: int, num_images: int | None
+) -> VisionBackboneChoice:
+    """``--backbone`` and ``--image_size`` as given, with ``auto`` (and a missing size) picked from the data
+    (:func:`hfssl.backbones.choose_auto_backbone`, logged in one line). Presets take the data's channels;
+    model types and checkpoints keep their own (``num_channels=1`` in the overrides for greyscale)."""
+    choice = choose_auto_backbone(native_image_size, num_channels, num_images)
+    if backbone == AUTO_BACKBONE:
+        logger.info(choice.message if image_size is None else f"{choice.message} (--image_size {image_size} kept)")
+        return VisionBackboneChoice(choice.preset, image_size or choice.image_size, choice.num_channels)
+    if image_size is None:
+        logger.info(
+            "--image_size %d picked from the data (%d px images; set --image_size N to change it).",
+            choice.image_size,
+            native_image_size,
+        )
+        image_size = choice.image_size
+    return VisionBackboneChoice(backbone, image_size, num_channels if backbone in BACKBONE_PRESETS else None)
 
 
 def build_vision_ssl_model(
@@ -12,13 +54,15 @@ def build_vision_ssl_model(
     config_overrides: str | None = None,
     pooling: str = "auto",
     image_size: int | None = None,
+    num_channels: int | None = None,
 ):
     """A fresh ``method.model_class`` whose backbone is ``backbone`` (model type or checkpoint).
 
     A checkpoint's weights are loaded into the backbone; the heads start from their own init.
     """
-    backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size)
-    config = method.config_class(backbone_config=backbone_config, pooling=pooling)
+    backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size, num_channels)
+    extra = {} if image_size is None else {"image_size": image_size}
+    config = method.config_class(backbone_config=backbone_config, pooling=pooling, **extra)
     config = apply_config_overrides(config, config_overrides)
     model = method.model_class(config)
     if is_checkpoint(backbone):

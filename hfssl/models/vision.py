@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 
+from ..augment import default_normalization
 from ..backbones import backbone_feature_dim, build_backbone, pooled_features, resolve_pooling
 from .export import saved_preprocessor
 
@@ -25,16 +26,42 @@ class VisionSSLConfig(PreTrainedConfig):
             defaults to a ViT-Base config.
         pooling: how the backbone's output becomes one (D,) vector per image: ``"auto"``,
             ``"cls"``, ``"mean"`` or ``"pooler"`` (see :mod:`hfssl.backbones`).
+        image_size: side of the square training views (the recipe's ``--image_size``); a method's
+            batch transform makes its views from it (multi-crop methods derive their local size).
     """
 
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="vit")}
 
     backbone_config: dict | PreTrainedConfig | None = None
     pooling: str = "auto"
+    image_size: int = 224
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         resolve_pooling(self.backbone_config, self.pooling)  # validates the choice
+        require(self, "image_size", isinstance(self.image_size, int) and self.image_size >= 1, "an int >= 1")
+
+    @property
+    def num_channels(self) -> int:
+        """Channels the backbone takes (3 unless its config says otherwise)."""
+        return getattr(self.backbone_config, "num_channels", 3)
+
+
+def require(config: PreTrainedConfig, name: str, valid: bool, expected: str) -> None:
+    """Raise a ValueError naming ``config``'s field ``name``, its value and the valid range, unless ``valid``.
+
+    Configs validate their ranges at construction, so a bad ``--config_overrides`` fails at once."""
+    if not valid:
+        raise ValueError(f"{type(config).__name__}.{name} must be {expected}, got {getattr(config, name)!r}.")
+
+
+def image_normalization(image_processor, num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) of ``image_processor`` (the one saved beside the checkpoint), else the default
+    for ``num_channels`` (:func:`hfssl.augment.default_normalization`)."""
+    mean, std = getattr(image_processor, "image_mean", None), getattr(image_processor, "image_std", None)
+    if mean is None or std is None:
+        return default_normalization(num_channels)
+    return tuple(mean), tuple(std)
 
 
 class VisionSSLPreTrainedModel(PreTrainedModel):

@@ -1,13 +1,15 @@
 from .arguments import SSLTrainingArguments, parse_recipe_arguments, resumed_checkpoint
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
-from .trainer import SSLTrainer
+from .trainer import SSLTrainer, StepHooks, TransformTrainer
 from .word2vec import Word2VecTrainer, Word2VecTrainingArguments
 
 __all__ = [
     "LARS",
     "SSLTrainer",
     "SSLTrainingArguments",
+    "StepHooks",
+    "TransformTrainer",
     "Word2VecTrainer",
     "Word2VecTrainingArguments",
     "decay_parameter_names",

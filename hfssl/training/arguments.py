@@ -28,6 +28,13 @@ class SSLTrainingArguments(TrainingArguments):
         default=256,
         metadata={"help": "Images per process and step; contrastive methods want large batches (negatives)."},
     )
+    logging_steps: float = field(
+        default=0.02,
+        metadata={
+            "help": "Log (loss, learning rate, collapse monitors) every N steps, or every share of the run when below 1: "
+            "0.02 gives 50 points for training_curves.png."
+        },
+    )
     learning_rate: float = field(
         default=1e-3, metadata={"help": "Peak learning rate (AdamW by default; with --use_lars, LARS's)."}
     )

@@ -1,5 +1,6 @@
 """What the language-model recipes (GPT, BERT, BART) share: their model arguments, the tokenizer
-(trained on the data or loaded), the model built around it, and the trainer.
+(trained on the data or loaded), the model built around it, and the train-then-evaluate sequence
+(the trainer is :class:`hfssl.training.SSLTrainer`, as for every method).
 
 The backbone is named as in the vision recipes: ``--backbone`` is a transformers model type
 (``gpt2``, ``bert``, ``bart``, ...) built from its default config with
@@ -9,19 +10,17 @@ weights continue training (its tokenizer comes along unless ``--tokenizer_name``
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from ..backbones import build_backbone_config, is_checkpoint
 from ..data.text import TextDataset, iter_texts
 from ..tokenization import train_subword_tokenizer
 from .arguments import resumed_checkpoint
-from .model_card import HfsslModelCardMixin
+from .finish import train_and_save_state
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +95,12 @@ def load_or_train_tokenizer(
     return tokenizer
 
 
-def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
+def build_language_model(
+    method, args: LanguageModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int, **config_values
+):
     """A fresh ``method.model_class`` whose backbone matches ``tokenizer`` (vocabulary size and
-    special token ids) and holds ``max_length`` positions; a checkpoint backbone brings its weights."""
+    special token ids) and holds ``max_length`` positions; a checkpoint backbone brings its weights.
+    ``config_values`` set the method's config fields (e.g. BERT's ``mlm_probability``), validated there."""
     default_type = method.config_class.sub_configs_defaults["backbone_config"].model_type
     backbone = args.backbone or default_type
     backbone_config = build_backbone_config(backbone, args.backbone_config_overrides)
@@ -115,7 +117,7 @@ def build_language_model(method, args: LanguageModelArguments, tokenizer: PreTra
             f"Sequences of {max_length} tokens do not fit the backbone's {positions} positions: lower the sequence length "
             f"(--block_size / --max_seq_length) or raise the positions in --backbone_config_overrides."
         )
-    config = method.config_class(backbone_config=backbone_config)
+    config = method.config_class(backbone_config=backbone_config, **config_values)
     model = method.model_class(config)
     if is_checkpoint(backbone):
         model.backbone = config.backbone_auto_class.from_pretrained(backbone, config=backbone_config)
@@ -137,15 +139,6 @@ def _fit_to_tokenizer(config, tokenizer: PreTrainedTokenizerBase):
     return type(config).from_dict({**config.to_dict(), **values})
 
 
-class SeedPerProcess(TrainerCallback):
-    """At the start of training, seed process ``i`` with ``seed + i``: ``Trainer`` seeds every process
-    alike, so the masks and noise drawn in the training step would repeat across processes (process
-    0 keeps the one-process stream). A resumed run then restores each process's own saved RNG state."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        set_seed(args.seed + args.process_index)
-
-
 def train_and_evaluate(
     trainer: Trainer, training_args: TrainingArguments, evaluate: bool, derived_metrics=None
 ) -> dict:
@@ -153,10 +146,7 @@ def train_and_evaluate(
     ``--resume_from_checkpoint``), save the train metrics and state, then (with ``evaluate``)
     evaluate and save the eval metrics, adding ``derived_metrics(metrics)`` (e.g. perplexity).
     Returns the eval metrics ({} without evaluation)."""
-    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
+    train_and_save_state(trainer, training_args)
     if not evaluate:
         return {}
     metrics = trainer.evaluate()
@@ -165,71 +155,3 @@ def train_and_evaluate(
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=True)
     return metrics
-
-
-def keep_examples(examples: list) -> list:
-    """A DataLoader ``collate_fn`` that leaves the examples as they are (see :class:`LanguageModelTrainer`)."""
-    return list(examples)
-
-
-class LanguageModelTrainer(HfsslModelCardMixin, Trainer):
-    """``Trainer`` that writes hfssl's model card, draws training masks where the model runs, and
-    evaluates with its own collator.
-
-    ``collate_in_training_step``: a collator that draws random masks or noise (BERT, BART) runs at
-    the start of each training step instead of in the DataLoader, which only lists the examples.
-    accelerate's DataLoader fetches one batch ahead, so in-loader draws for batch n + 1 would happen
-    before checkpoint n saves the RNG state, and a resumed run would mask differently; drawn in the
-    step, they come after it, and resuming reproduces the uninterrupted run exactly (tested). It is
-    also where hfssl's vision views and word2vec windows are drawn.
-
-    ``eval_data_collator``: a collator seeded once, so that every evaluation scores the same masked
-    validation text (a fresh copy for each evaluation, so its draws repeat exactly; with
-    ``--dataloader_num_workers`` above 0 the recipes' eval collators seed workers by their id,
-    ``worker_seed_from_id``, so the draws repeat with workers too, for the same number of workers).
-
-    Every process draws its own masks (:class:`SeedPerProcess`)."""
-
-    def __init__(self, *args, eval_data_collator=None, collate_in_training_step: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add_callback(SeedPerProcess())
-        self.eval_data_collator = eval_data_collator
-        self.collate_in_training_step = collate_in_training_step
-
-    def get_train_dataloader(self):
-        if not self.collate_in_training_step:
-            return super().get_train_dataloader()
-        config = self.accelerator.dataloader_config
-        dispatch = config.dispatch_batches
-        if isinstance(self.train_dataset, torch.utils.data.IterableDataset):
-            if dispatch:
-                raise ValueError(
-                    "accelerator_config.dispatch_batches=True cannot carry a streamed training set here: its batches are "
-                    "uncollated example lists (masks are drawn in the training step), and dispatching needs tensors. "
-                    "Leave dispatch_batches unset, or drop --streaming."
-                )
-            # accelerate dispatches batches of iterable datasets by default, which needs tensors; instead every
-            # process reads the stream and keeps its own share of it.
-            config.dispatch_batches = False
-        collator, self.data_collator = self.data_collator, keep_examples
-        try:
-            return super().get_train_dataloader()
-        finally:
-            self.data_collator = collator
-            config.dispatch_batches = dispatch
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if isinstance(inputs, list):  # examples listed by keep_examples: collate (and draw masks) now
-            inputs = self.data_collator(inputs)
-        return super().training_step(model, inputs, num_items_in_batch)
-
-    def floating_point_ops(self, inputs) -> int:
-        return 0 if isinstance(inputs, list) else super().floating_point_ops(inputs)
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        collator = self.data_collator if self.eval_data_collator is None else copy.deepcopy(self.eval_data_collator)
-        train_collator, self.data_collator = self.data_collator, collator
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = train_collator

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 from urllib.parse import quote
 
+from ..evaluation.baselines import BASELINES
+
 
 class Paper(NamedTuple):
     """A method's reference: ``citation`` ("Chen et al. 2020"), ``title``, a link when there is one,
@@ -296,9 +298,41 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")  # a bare pipe would end the table cell
 
 
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else _cell(value)
+
+
+def baseline_table(metrics: Mapping) -> str:
+    """Frozen-feature accuracies beside their baselines (``random_init_*``, ``raw_pixels_*`` keys, see
+    :mod:`hfssl.evaluation.baselines`): one row per features, one column per protocol; "" without baselines."""
+    protocols = [key for key in ("knn_accuracy", "linear_probe_accuracy") if key in metrics]
+    rows = [("pretrained", "")] + [
+        (label, f"{name}_")
+        for name, label in BASELINES.items()
+        if any(f"{name}_{key}" in metrics for key in protocols)
+    ]
+    if not protocols or len(rows) == 1:
+        return ""
+    header = "| features | " + " | ".join(protocols) + " |\n|---|" + "---|" * len(protocols)
+    lines = [
+        f"| {label} | " + " | ".join(_number(metrics.get(prefix + key, "")) for key in protocols) + " |"
+        for label, prefix in rows
+    ]
+    return "\n".join([header, *lines])
+
+
 def results_tables(results: Mapping) -> str:
     """One table per heading of ``{heading: metrics}``; a flat ``metrics`` dict is split into the
-    model's results and, under "Run", the cost of the run (runtimes, throughputs, epochs)."""
+    model's results and, under "Run", the cost of the run (runtimes, throughputs, epochs); frozen-feature
+    baselines, when present, come first as their own table (:func:`baseline_table`)."""
+    comparison = (
+        baseline_table(results) if results and not any(isinstance(v, Mapping) for v in results.values()) else ""
+    )
+    tables = _results_tables(results)
+    return f"### Against baselines\n\n{comparison}\n\n{tables}" if comparison else tables
+
+
+def _results_tables(results: Mapping) -> str:
     if results and all(isinstance(value, Mapping) for value in results.values()):
         groups = dict(results)
     else:

@@ -1,17 +1,21 @@
-"""SSLTrainer: one ``transformers.Trainer`` for every vision SSL method.
+"""The trainer of every hfssl method: ``transformers.Trainer`` plus the method contract.
 
-What it adds to ``Trainer``:
+:class:`~hfssl.training.transform_trainer.TransformTrainer` is the one place where a batch's
+randomness is drawn (the method's batch transform, inside the training step); :class:`SSLTrainer`
+adds what pretraining needs, for every method and modality:
 
-* views are made on the device from the uint8 batch (``view_generator``), inside ``compute_loss``;
-* optimizer groups exclude biases and norms from weight decay; ``--use_lars`` switches to LARS;
-* each training log carries collapse monitors of the last batch's embeddings;
-* each evaluation adds weighted-kNN accuracy on the labelled eval split, with a labelled train
-  split as the memory bank.
+* the step hooks of the model (:class:`StepHooks`: EMA teachers, schedules, frozen layers);
+* optimizer groups without weight decay on biases, norms, tokens and position embeddings, and
+  ``--use_lars``;
+* collapse monitors of the last training batch's embeddings in each training log;
+* with a labelled ``knn_train_dataset`` and eval split, weighted-kNN accuracy at each evaluation
+  (image methods);
+* hfssl's model card.
 
-Everything the Trainer does itself (schedules, gradient accumulation, checkpoints with RNG
-states, resume, progress bars, Hub pushes) is left to it. Callbacks passed to the trainer run
-after the optimizer step (``on_step_end``), so per-step schedules stay exact under gradient
-accumulation and resume.
+A method never subclasses the trainer; word2vec, whose SGD and evaluation are its own, is the one
+modality that does (:class:`hfssl.training.Word2VecTrainer`). Everything the Trainer does itself
+(schedules, gradient accumulation, checkpoints with RNG states, resume, logging, Hub pushes) is
+left to it.
 """
 
 from __future__ import annotations
@@ -19,40 +23,73 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.modeling_utils import unwrap_model
 
 from ..evaluation.frozen import frozen_feature_metrics
+from ..schedules import TrainingProgress
 from .model_card import HfsslModelCardMixin
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
+from .transform_trainer import TransformTrainer
+
+MONITORED_OUTPUTS = ("embeddings", "features")
 
 
-class SSLTrainer(HfsslModelCardMixin, Trainer):
+class StepHooks(TrainerCallback):
+    """Calls the model's optional step hooks (see :mod:`hfssl.schedules`) with the training progress:
+    ``on_train_start`` once when training starts or resumes, ``before_optimizer_step`` when a step's
+    gradients are complete (clipped), ``after_optimizer_step`` after each optimizer step that was
+    taken (not after accumulation micro-steps, nor after a step the mixed-precision scaler skipped).
+    ``progress.step`` counts the optimizer steps completed so far."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def _call(self, hook: str, model, step: int, total_steps: int) -> None:
+        method = getattr(unwrap_model(model), hook, None)
+        if method is not None:
+            method(TrainingProgress(step, total_steps))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._call("on_train_start", model, state.global_step, state.max_steps)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self._call("before_optimizer_step", model, state.global_step, state.max_steps)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not self.trainer.accelerator.optimizer_step_was_skipped:
+            self._call("after_optimizer_step", model, state.global_step, state.max_steps)
+
+
+class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
     """
-    Args (beyond ``Trainer``'s):
-        view_generator: uint8 (B, C, H, W) -> list of normalised float views, on the device.
-        eval_transform: uint8 (B, C, H, W) -> normalised float images, for feature extraction.
+    Args (beyond :class:`TransformTrainer`'s):
+        feature_transform: uint8 (B, C, H, W) -> normalised float images, for the kNN features of
+            image methods (:class:`hfssl.augment.EvalTransform`).
         knn_train_dataset: labelled dataset whose features form the kNN memory bank; with a
             labelled ``eval_dataset`` it turns on ``eval_knn_accuracy``.
+
+    Without ``compute_metrics``, evaluation reports the loss alone (model outputs are not collected).
     """
 
-    def __init__(self, *args, view_generator: nn.Module, eval_transform: nn.Module, knn_train_dataset=None, **kwargs):
+    def __init__(self, *args, feature_transform: nn.Module | None = None, knn_train_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.view_generator = view_generator
-        self.eval_transform = eval_transform
+        self.feature_transform = feature_transform
         self.knn_train_dataset = knn_train_dataset
         self._last_outputs = None
         self._feature_dataloaders = {}  # id(dataset) -> (dataset, prepared loader), see feature_dataloader
+        self.add_callback(StepHooks(self))
         if self.model_init is None:  # with model_init, Trainer built the model through call_model_init
             self.model = self._convert_model(self.model)
 
     def _convert_model(self, model: nn.Module) -> nn.Module:
         """Apply --sync_batchnorm and --channels_last to a freshly built model."""
-        if self.args.sync_batchnorm and self.args.world_size > 1:
+        if getattr(self.args, "sync_batchnorm", False) and self.args.world_size > 1:
             if self.args.device.type == "cpu":
                 raise ValueError("--sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU.")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if self.args.channels_last:
+        if getattr(self.args, "channels_last", False):
             model.to(memory_format=torch.channels_last)
         return model
 
@@ -62,17 +99,19 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        views = self.view_generator(inputs["pixel_values"])
-        if self.args.channels_last:
-            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
-        outputs = model(views=views)
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:  # detached: the monitors must not keep the step's graph alive
-            self._last_outputs = {name: value.detach() for name, value in outputs.items() if name != "loss"}
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+            self._last_outputs = {
+                name: outputs[name].detach()
+                for name in MONITORED_OUTPUTS
+                if isinstance(outputs, dict) and outputs.get(name) is not None
+            }
+        return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Evaluation loss only: the embeddings of the eval set are not collected."""
-        inputs = self._prepare_inputs(inputs)
+        if self.compute_metrics is not None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(self.transform_batch(inputs, self.eval_batch_transform))
         with torch.no_grad():
             loss = self.compute_loss(model, inputs).detach()
         return loss, None, None
@@ -82,7 +121,7 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         return decay_parameter_names(model)
 
     def create_optimizer(self, model=None):
-        if self.optimizer is not None or not self.args.use_lars:
+        if self.optimizer is not None or not getattr(self.args, "use_lars", False):
             return super().create_optimizer(model)
         model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(model))
@@ -99,7 +138,7 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
     # ---- logging ----------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add collapse monitors of this process's last training batch to training logs."""
-        if "loss" in logs and self._last_outputs is not None:
+        if "loss" in logs and self._last_outputs:
             embeddings = self._last_outputs.get("embeddings")
             features = self._last_outputs.get("features")
             if embeddings is not None:
@@ -114,8 +153,9 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if self.knn_train_dataset is not None and "label" in dataloader.dataset.column_names:
-            output.metrics[f"{metric_key_prefix}_knn_accuracy"] = self.knn_accuracy(dataloader.dataset)
+        dataset = getattr(dataloader, "dataset", None)
+        if self.knn_train_dataset is not None and "label" in getattr(dataset, "column_names", ()):
+            output.metrics[f"{metric_key_prefix}_knn_accuracy"] = self.knn_accuracy(dataset)
         return output
 
     def feature_dataloader(self, dataset) -> DataLoader:
@@ -145,7 +185,7 @@ class SSLTrainer(HfsslModelCardMixin, Trainer):
             model.get_image_features,
             self.feature_dataloader(self.knn_train_dataset),
             self.feature_dataloader(eval_dataset),
-            self.eval_transform,
+            self.feature_transform,
             self.accelerator,
             protocols=("knn",),
             knn_k=self.args.knn_k,

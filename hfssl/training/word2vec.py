@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from ..evaluation.word_vectors import model_word_vector_metrics
+from ..models.word2vec import Word2VecTrainingRows
 from .arguments import refuse_unconnected_processes
-from .model_card import HfsslModelCardMixin
+from .trainer import SSLTrainer
 
 
 @dataclass
@@ -64,16 +65,19 @@ class Word2VecTrainingArguments(TrainingArguments):
             )
 
 
-class Word2VecTrainer(HfsslModelCardMixin, Trainer):
-    """``Trainer`` for :class:`~hfssl.Word2VecModel`; evaluation reports word-similarity and analogy
-    scores (``eval_wordsim353_spearman``, ...) and, given an ``eval_dataset`` of sentences, the
-    held-out loss per pair."""
+class Word2VecTrainer(SSLTrainer):
+    """:class:`~hfssl.training.SSLTrainer` with word2vec's SGD and learning-rate decay; the batch transform
+    (subsampling and windows, :class:`~hfssl.models.word2vec.Word2VecTrainingRows`) turns packed sentences
+    into training rows. Evaluation reports word-similarity and analogy scores (``eval_wordsim353_spearman``,
+    ...) and, given an ``eval_dataset`` of sentences, the held-out loss per pair."""
 
     def __init__(self, *args, **kwargs):
         # Evaluation needs no eval dataset (the benchmarks ship with gensim); an empty dict gets past
         # Trainer's check that one was given when --eval_strategy is set.
         if kwargs.get("eval_dataset") is None:
             kwargs["eval_dataset"] = {}
+        if kwargs.get("batch_transform") is None:
+            kwargs["batch_transform"] = Word2VecTrainingRows(kwargs["model"])
         super().__init__(*args, **kwargs)
         self.model.set_sparse_gradients(self.args.sparse_gradients)
         if self.args.sparse_gradients and self.model.config.loss_implementation != "autograd":
@@ -110,10 +114,9 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
         return super()._get_grad_norm(model, grad_norm)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Rows from the packed sentences (subsampling, windows), then the loss of the model."""
-        rows = self.accelerator.unwrap_model(model).training_rows(inputs["token_ids"], inputs["sentence_ids"])
+        """The loss of the model on the training rows, with the current SGD step size."""
         step_size = self.optimizer.param_groups[0]["lr"] if model.training and self.optimizer is not None else 0.0
-        outputs = model(**rows, sgd_step_size=step_size)
+        outputs = model(**inputs, sgd_step_size=step_size)
         self._last_num_pairs = outputs.num_pairs.detach()
         loss = outputs.loss * self.args.world_size  # DDP averages gradients; word2vec adds them
         return (loss, outputs) if return_outputs else loss
@@ -124,7 +127,7 @@ class Word2VecTrainer(HfsslModelCardMixin, Trainer):
         return loss / (self._last_num_pairs * self.args.world_size).clamp_min(1)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
+        inputs = self._prepare_inputs(self.transform_batch(inputs, self.eval_batch_transform))
         with torch.no_grad():
             _, outputs = self.compute_loss(model, inputs, return_outputs=True)
         return (outputs.loss / outputs.num_pairs.clamp_min(1)).detach(), None, None

@@ -1,4 +1,4 @@
 from .configuration_bart import BartPretrainingConfig
-from .modeling_bart import BartPretrainingModel
+from .modeling_bart import BartPretrainingModel, bart_batch_transform, bart_collator
 
-__all__ = ["BartPretrainingConfig", "BartPretrainingModel"]
+__all__ = ["BartPretrainingConfig", "BartPretrainingModel", "bart_batch_transform", "bart_collator"]

@@ -6,6 +6,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM
 from transformers.configuration_utils import SubConfigSpec
 
 from ..language import LanguageSSLConfig
+from ..vision import require
 
 
 class BartPretrainingConfig(LanguageSSLConfig):
@@ -19,9 +20,32 @@ class BartPretrainingConfig(LanguageSSLConfig):
     Args:
         backbone_config: config (or dict with ``model_type``) of an encoder-decoder that
             ``AutoModelForSeq2SeqLM`` builds (``bart``, ``mbart``, ``t5``, ...); defaults to BART's.
+        mask_ratio: share of the words hidden by text infilling (BART: 0.3).
+        poisson_lambda: mean span length of text infilling, in words (BART: 3.5).
+        random_ratio: share of the masks replaced by a random token instead.
+        permute_sentences: share of each example's sentences shuffled (BART: 1.0).
+        rotate_ratio: probability of rotating a document (BART's final recipe: 0).
+        max_seq_length: tokens per example, ``<s>`` and ``</s>`` included; noised inputs that inserted
+            masks made longer are cut to it.
     """
 
     model_type = "hfssl_bart"
     sub_configs_defaults = {"backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="bart")}
     backbone_auto_class = AutoModelForSeq2SeqLM
     example_backbones = ("bart", "mbart", "t5")
+
+    mask_ratio: float = 0.3
+    poisson_lambda: float = 3.5
+    random_ratio: float = 0.1
+    permute_sentences: float = 1.0
+    rotate_ratio: float = 0.0
+    max_seq_length: int = 256
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name in ("mask_ratio", "random_ratio", "permute_sentences", "rotate_ratio"):
+            require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
+        require(self, "poisson_lambda", self.poisson_lambda > 0, "> 0 (the mean span length)")
+        require(
+            self, "max_seq_length", isinstance(self.max_seq_length, int) and self.max_seq_length >= 4, "an int >= 4"
+        )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
+from ...data.denoising import DataCollatorForBartDenoising
+from ...transforms import CollateInStep
 from ..language import LanguageSSLPreTrainedModel
 from .configuration_bart import BartPretrainingConfig
 
@@ -51,3 +53,25 @@ class BartPretrainingModel(LanguageSSLPreTrainedModel):
     def generate(self, *args, **kwargs) -> torch.LongTensor:
         """``self.backbone.generate``: e.g. reconstruct the original of a noised input."""
         return self.backbone.generate(*args, **kwargs)
+
+
+def bart_collator(model: BartPretrainingModel, tokenizer, **options) -> DataCollatorForBartDenoising:
+    """The denoising collator with the config's noise (``options``: ``seed``, ``worker_seed_from_id``, ...)."""
+    config = model.config
+    return DataCollatorForBartDenoising(
+        tokenizer=tokenizer,
+        mask_ratio=config.mask_ratio,
+        poisson_lambda=config.poisson_lambda,
+        random_ratio=config.random_ratio,
+        permute_sentences=config.permute_sentences,
+        rotate_ratio=config.rotate_ratio,
+        decoder_start_token_id=model.backbone.config.decoder_start_token_id,
+        max_length=config.max_seq_length,
+        **options,
+    )
+
+
+def bart_batch_transform(model: BartPretrainingModel, tokenizer) -> CollateInStep:
+    """BART's batch transform: noise the listed documents (text infilling, sentence permutation) and
+    pad them in the training step, :class:`hfssl.data.denoising.DataCollatorForBartDenoising`."""
+    return CollateInStep(bart_collator(model, tokenizer))

@@ -1,4 +1,10 @@
 from .configuration_bert import BertPretrainingConfig
-from .modeling_bert import BertPretrainingModel, BertPretrainingOutput
+from .modeling_bert import BertPretrainingModel, BertPretrainingOutput, bert_batch_transform, bert_collator
 
-__all__ = ["BertPretrainingConfig", "BertPretrainingModel", "BertPretrainingOutput"]
+__all__ = [
+    "BertPretrainingConfig",
+    "BertPretrainingModel",
+    "BertPretrainingOutput",
+    "bert_batch_transform",
+    "bert_collator",
+]

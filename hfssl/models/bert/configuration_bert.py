@@ -6,6 +6,7 @@ from transformers import AutoConfig, AutoModelForPreTraining
 from transformers.configuration_utils import SubConfigSpec
 
 from ..language import LanguageSSLConfig
+from ..vision import require
 
 
 class BertPretrainingConfig(LanguageSSLConfig):
@@ -21,6 +22,10 @@ class BertPretrainingConfig(LanguageSSLConfig):
         next_sentence_prediction: add the NSP loss (``False``: the MLM loss alone; the data then
             needs no ``next_sentence_label``. Liu et al. 2019 (RoBERTa) found dropping NSP no worse
             when inputs are full sentences packed to the length; the recipe keeps BERT's pairs).
+        mlm_probability: share of the non-special tokens selected for prediction (BERT: 0.15).
+        whole_word_mask: select whole words (a token and its ``##`` pieces) until the share is filled.
+        mask_replace_prob: share of the selected tokens replaced by ``[MASK]`` (BERT: 0.8).
+        random_replace_prob: share replaced by a random token (BERT: 0.1); the rest stay unchanged.
     """
 
     model_type = "hfssl_bert"
@@ -29,3 +34,17 @@ class BertPretrainingConfig(LanguageSSLConfig):
     example_backbones = ("bert", "megatron-bert")
 
     next_sentence_prediction: bool = True
+    mlm_probability: float = 0.15
+    whole_word_mask: bool = False
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        require(self, "mlm_probability", 0 < self.mlm_probability <= 1, "in (0, 1]")
+        for name in ("mask_replace_prob", "random_replace_prob"):
+            require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
+        total = self.mask_replace_prob + self.random_replace_prob
+        require(
+            self, "random_replace_prob", total <= 1, f"at most 1 - mask_replace_prob = {1 - self.mask_replace_prob:g}"
+        )

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
+from ...data.masking import DataCollatorForBertPretraining
+from ...transforms import CollateInStep
 from ..language import LanguageSSLPreTrainedModel
 from .configuration_bert import BertPretrainingConfig
 
@@ -92,3 +94,21 @@ class BertPretrainingModel(LanguageSSLPreTrainedModel):
             nsp_logits=nsp_logits,
             mlm_logits=mlm_logits if return_mlm_logits else None,
         )
+
+
+def bert_collator(config: BertPretrainingConfig, tokenizer, **options) -> DataCollatorForBertPretraining:
+    """The masked-LM collator with the config's masking (``options``: ``seed``, ``worker_seed_from_id``, ...)."""
+    return DataCollatorForBertPretraining(
+        tokenizer=tokenizer,
+        mlm_probability=config.mlm_probability,
+        whole_word_mask=config.whole_word_mask,
+        mask_replace_prob=config.mask_replace_prob,
+        random_replace_prob=config.random_replace_prob,
+        **options,
+    )
+
+
+def bert_batch_transform(model: BertPretrainingModel, tokenizer) -> CollateInStep:
+    """BERT's batch transform: pad the listed sentence pairs and draw their masks (80/10/10) in the
+    training step (dynamic masking, Liu et al. 2019), :class:`hfssl.data.masking.DataCollatorForBertPretraining`."""
+    return CollateInStep(bert_collator(model.config, tokenizer))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..vision import VisionSSLConfig
+from ..vision import VisionSSLConfig, require
 
 
 class SimCLRConfig(VisionSSLConfig):
@@ -11,12 +11,15 @@ class SimCLRConfig(VisionSSLConfig):
     Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations".
 
     Args:
-        backbone_config, pooling: see :class:`~hfssl.models.vision.VisionSSLConfig`.
+        backbone_config, pooling, image_size: see :class:`~hfssl.models.vision.VisionSSLConfig`.
         projection_hidden_dim: width of the projection MLP's hidden layers (paper: 2048).
         projection_dim: output width of the projection MLP (paper: 128).
         projection_num_layers: linear layers in the projection MLP (v1: 2, v2: 3).
         tau: NT-Xent temperature (named ``tau`` because ``temperature`` is a reserved generation
             parameter in transformers 5 configs). Paper: 0.1 with large batches, 0.5 on CIFAR.
+        min_crop_scale: smallest area share of the random resized crop (paper: 0.08).
+        color_jitter_strength: the strength s of the colour jitter (0.8s, 0.8s, 0.8s, 0.2s; paper: 1.0,
+            0.5 on CIFAR-10).
     """
 
     model_type = "hfssl_simclr"
@@ -25,3 +28,13 @@ class SimCLRConfig(VisionSSLConfig):
     projection_dim: int = 128
     projection_num_layers: int = 2
     tau: float = 0.1
+    min_crop_scale: float = 0.08
+    color_jitter_strength: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        require(self, "tau", self.tau > 0, "> 0 (the softmax temperature; 0.1-0.5 are usual)")
+        for name in ("projection_hidden_dim", "projection_dim", "projection_num_layers"):
+            require(self, name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1, "an int >= 1")
+        require(self, "min_crop_scale", 0 < self.min_crop_scale <= 1, "in (0, 1]")
+        require(self, "color_jitter_strength", self.color_jitter_strength >= 0, ">= 0")

@@ -2,20 +2,23 @@
 
 Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations".
 Reads like the paper's Algorithm 1: two augmented views -> encoder f -> projection g -> NT-Xent.
-The views are made on the device by :mod:`hfssl.augment` before ``forward``.
+The views are made on the device, inside the training step, by the batch transform
+:func:`simclr_batch_transform` builds from the config (the augmentation of appendix A).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers.utils import ModelOutput
 
+from ...augment import ViewGenerator, simclr_recipe
 from ...heads import ProjectionHead
 from ...losses import nt_xent
-from ..vision import VisionSSLPreTrainedModel
+from ...transforms import MultiViewTransform
+from ..vision import VisionSSLPreTrainedModel, image_normalization
 from .configuration_simclr import SimCLRConfig
 
 
@@ -56,3 +59,17 @@ class SimCLRModel(VisionSSLPreTrainedModel):
         z = self.projection_head(h)
         loss = nt_xent(z[:batch_size], z[batch_size:], self.config.tau) if return_loss else None
         return SimCLROutput(loss=loss, embeddings=z, features=h)
+
+
+def simclr_batch_transform(model: SimCLRModel, image_processor=None) -> MultiViewTransform:
+    """Two views t(x), t'(x) of every image, t and t' drawn from the SimCLR augmentation
+    (:func:`hfssl.augment.simclr_recipe`) at the config's ``image_size``, ``min_crop_scale`` and
+    ``color_jitter_strength``, normalised as ``image_processor`` (the one saved beside the checkpoint).
+
+    Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"views": [2 x (B, C', S, S)]}``."""
+    config = model.config
+    recipe = replace(
+        simclr_recipe(config.image_size, config.color_jitter_strength), crop_scale=(config.min_crop_scale, 1.0)
+    )
+    mean, std = image_normalization(image_processor, config.num_channels)
+    return MultiViewTransform(ViewGenerator([recipe, recipe], config.image_size, config.num_channels, mean, std))

@@ -42,6 +42,7 @@ from transformers.utils import ModelOutput
 
 from ...data.word2vec import alias_table, keep_probabilities, noise_distribution, training_rows
 from ...tokenization import UNK_TOKEN, UNK_TOKEN_ID, vocabulary_words, word_level_tokenizer
+from ...transforms import BatchTransform
 from . import sequential_sgd
 from .configuration_word2vec import Word2VecConfig
 from .negative_sampling import fused_negative_sampling_loss, negative_sampling_loss
@@ -404,3 +405,20 @@ class Word2VecModel(PreTrainedModel):
 
 
 __all__ = ["UNK_TOKEN", "Word2VecModel", "Word2VecOutput"]
+
+
+class Word2VecTrainingRows(BatchTransform):
+    """word2vec's batch transform: packed sentences ``{"token_ids": (N,), "sentence_ids": (N,)}`` ->
+    this step's training rows (frequent-word subsampling and shrunk windows, drawn on the device),
+    by :meth:`Word2VecModel.training_rows` with the model's word counts and config."""
+
+    def __init__(self, model: Word2VecModel):
+        self.model = model
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        return self.model.training_rows(batch["token_ids"], batch["sentence_ids"])
+
+
+def word2vec_batch_transform(model: Word2VecModel, tokenizer=None) -> Word2VecTrainingRows:
+    """``hfssl.METHODS["word2vec"].batch_transform``: :class:`Word2VecTrainingRows` of ``model``."""
+    return Word2VecTrainingRows(model)

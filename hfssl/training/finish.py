@@ -1,0 +1,69 @@
+"""What every recipe does around training, once: train (resuming when asked) and save the state,
+export the backbone, draw the pictures, write the model card, save (and push) the model.
+
+The order matters: the backbone is exported before any final evaluation, so a failing evaluation
+cannot cost it; the pictures are drawn before the card, which embeds them; the model is saved last,
+so that a ``--push_to_hub`` upload (which ``save_model`` triggers) carries the metrics, the
+``backbone/`` folder, the pictures and hfssl's card.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from transformers import Trainer, TrainingArguments
+
+from .arguments import resumed_checkpoint
+from .plots import plot_embedding_map, plot_training_curves
+
+logger = logging.getLogger(__name__)
+
+TRAINING_CURVES = "training_curves.png"
+EMBEDDING_MAP = "embedding_map.png"
+
+
+def train_and_save_state(trainer: Trainer, training_args: TrainingArguments):
+    """``trainer.train`` (from ``--resume_from_checkpoint``: a path, or true for the last checkpoint),
+    then the train metrics and the trainer state saved in ``--output_dir``. Returns the train output."""
+    train_result = trainer.train(resume_from_checkpoint=resumed_checkpoint(training_args))
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    return train_result
+
+
+def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
+    """``model.export_backbone`` into ``<output_dir>/backbone`` (main process only), with its tokenizer
+    or image processor beside it."""
+    if trainer.is_world_process_zero():
+        model.export_backbone(os.path.join(trainer.args.output_dir, "backbone"), processing_class)
+
+
+def draw_pictures(trainer: Trainer, eval_features=None, eval_labels=None, class_names: Sequence[str] | None = None):
+    """``training_curves.png`` from the log history and, given eval features (N, D) with labels (N,),
+    ``embedding_map.png`` (main process only). Returns the files written."""
+    if not trainer.is_world_process_zero():
+        return []
+    output_dir = trainer.args.output_dir
+    written = [plot_training_curves(trainer.state.log_history, os.path.join(output_dir, TRAINING_CURVES))]
+    if eval_features is not None and eval_labels is not None and len(eval_labels) > 1:
+        written.append(
+            plot_embedding_map(eval_features, eval_labels, os.path.join(output_dir, EMBEDDING_MAP), class_names)
+        )
+    return [path for path in written if path is not None]
+
+
+def finish_run(
+    trainer: Trainer,
+    write_card: Callable[[bool], str],
+    eval_features=None,
+    eval_labels=None,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """Pictures, then the card (``write_card(write)`` returns its text and writes it when ``write``,
+    on the main process), then ``save_model`` (which pushes with ``--push_to_hub``)."""
+    draw_pictures(trainer, eval_features, eval_labels, class_names)
+    trainer.model_card_text = write_card(trainer.is_world_process_zero())
+    trainer.save_model()

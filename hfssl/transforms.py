@@ -1,0 +1,103 @@
+"""Batch transforms: how a collated batch becomes a method's ``forward`` keyword arguments.
+
+Every method draws randomness per batch: SimCLR's two views, DINO's multi-crop, BERT's masks,
+BART's noise, word2vec's windows and subsampling. The trainer (:class:`hfssl.training.TransformTrainer`)
+draws it inside the training step, never in the DataLoader: accelerate's DataLoader fetches one
+batch ahead, so draws made there for batch n + 1 would happen before checkpoint n saves the RNG
+state, and a resumed run would draw differently. Drawn in the step, they come after it, and
+resuming reproduces the uninterrupted run exactly.
+
+A batch transform is any callable ``transform(batch) -> dict`` of ``forward`` keyword arguments;
+:class:`BatchTransform` is its base class, whose two class attributes tell the trainer how to run it:
+
+* ``takes_examples``: False (the default): the DataLoader collates tensors (uint8 images, token ids),
+  which the trainer moves to the device before the transform runs there. True: the DataLoader only
+  lists the examples and the transform collates them on the CPU (padding and masking in one pass,
+  as transformers' collators do); the trainer moves its output to the device.
+* ``seeds_per_process``: False: every process draws from the same stream (the trainer seeds all
+  processes alike) and the transform keeps its share of the global batch's draws, as
+  :class:`hfssl.augment.ViewGenerator` does, so N processes draw what one process would for the
+  concatenated batch. True: the trainer seeds process i with ``seed + i`` at the start of training,
+  for transforms (collators) that draw per example from the global RNG.
+
+``hfssl.METHODS[name].batch_transform(model, processing_class)`` builds a method's transform from
+its config (and the tokenizer or image processor), so a checkpoint records how it was trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+class BatchTransform:
+    """Base class of batch transforms: ``__call__(batch) -> dict`` of ``forward`` keyword arguments."""
+
+    takes_examples: bool = False
+    seeds_per_process: bool = False
+
+    def __call__(self, batch: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def takes_examples(transform: Callable | None) -> bool:
+    """Whether ``transform`` collates example lists itself (plain callables: no)."""
+    return bool(getattr(transform, "takes_examples", False))
+
+
+def seeds_per_process(transform: Callable | None) -> bool:
+    """Whether ``transform`` wants a different seed in every process (plain callables: no)."""
+    return bool(getattr(transform, "seeds_per_process", False))
+
+
+class MultiViewTransform(BatchTransform):
+    """Joint-embedding methods: ``{"pixel_values": uint8 (B, C, H, W), ...}`` -> ``{"views": [V x (B, C', S_v, S_v)]}``.
+
+    Args:
+        view_generator: uint8 images -> list of normalised float views on the batch's device
+            (:class:`hfssl.augment.ViewGenerator`; views may differ in size, e.g. multi-crop).
+    """
+
+    def __init__(self, view_generator: torch.nn.Module):
+        self.view_generator = view_generator
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {"views": self.view_generator(batch["pixel_values"])}
+
+
+class PixelTransform(BatchTransform):
+    """Replace ``pixel_values`` by ``transform(pixel_values)`` and keep the other fields (e.g. ``labels``):
+    supervised fine-tuning on uint8 batches, with random augmentation in training and the deterministic
+    eval transform in evaluation."""
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]):
+        self.transform = transform
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {**batch, "pixel_values": self.transform(batch["pixel_values"])}
+
+
+class CollateInStep(BatchTransform):
+    """A collator that pads and draws (BERT's masks, BART's noise) run as the batch transform: the
+    DataLoader lists the examples, and ``collator(examples)`` runs at the start of the training step.
+
+    Args:
+        collator: list of examples -> dict of CPU tensors, drawing from the global torch RNG (or its
+            own seeded generator).
+    """
+
+    takes_examples = True
+    seeds_per_process = True
+
+    def __init__(self, collator: Callable[[Sequence[Any]], dict[str, Any]]):
+        self.collator = collator
+
+    def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
+        return self.collator(examples)
+
+
+def keep_examples(examples: list) -> list:
+    """A DataLoader ``collate_fn`` that leaves the examples as they are (for ``takes_examples`` transforms)."""
+    return list(examples)
