@@ -18,7 +18,6 @@ on the validation text, masked with a fixed seed) and a model card; ``--push_to_
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import transformers
@@ -30,7 +29,7 @@ from hfssl.data.nsp import build_nsp_examples, check_nsp_pairs
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.models.bert import bert_collator
 from hfssl.training import SSLTrainer, parse_recipe_arguments
-from hfssl.training.finish import finish_run
+from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
     build_language_model,
@@ -129,11 +128,10 @@ def main(argv=None):
         compute_metrics=bert_metrics,
     )
     metrics = train_and_evaluate(trainer, training_args, eval_pairs is not None)
-    if trainer.is_world_process_zero():
-        model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     objective = "masked language modelling" + (
         " and next-sentence prediction" if bert_args.next_sentence_prediction else ""
     )
+    export_backbone(trainer, model, tokenizer)
     card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,

@@ -30,7 +30,7 @@ from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
 from hfssl.training import SSLTrainer, parse_recipe_arguments
-from hfssl.training.finish import finish_run
+from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
     build_language_model,
@@ -95,7 +95,7 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "generated.txt"), "w") as handle:
             handle.write(sample + "\n")
-        model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
+    export_backbone(trainer, model, tokenizer)
     card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,

@@ -241,8 +241,30 @@ def test_every_method_says_its_modality_and_builds_its_transform():
     assert isinstance(transform, MultiViewTransform) and not transform.takes_examples
     views = transform({"pixel_values": torch.randint(0, 256, (3, 1, 20, 20), dtype=torch.uint8)})["views"]
     assert [tuple(v.shape) for v in views] == [(3, 1, 12, 12)] * 2
-    assert isinstance(hfssl.METHODS["bert"].batch_transform.__call__, object)
-    assert CollateInStep.takes_examples and CollateInStep.seeds_per_process
+    bert = hfssl.BertPretrainingModel(
+        hfssl.BertPretrainingConfig(
+            backbone_config=dict(
+                model_type="bert",
+                num_hidden_layers=1,
+                hidden_size=32,
+                num_attention_heads=2,
+                intermediate_size=64,
+                vocab_size=200,
+            ),
+            mlm_probability=0.3,
+        )
+    )
+    from hfssl.tokenization import train_subword_tokenizer
+
+    tokenizer = train_subword_tokenizer(["the cat sat on the mat"] * 20, "wordpiece", "bert", vocab_size=60)
+    bert_transform = hfssl.METHODS["bert"].batch_transform(bert, tokenizer)
+    assert (
+        isinstance(bert_transform, CollateInStep)
+        and bert_transform.takes_examples
+        and bert_transform.seeds_per_process
+    )
+    assert bert_transform.collator.mlm_probability == 0.3  # built from the config
+    assert hfssl.METHODS["gpt"].batch_transform(None, None) is None  # packed blocks are the input
     with pytest.raises(ValueError, match="modality"):
         hfssl.methods_of("audio")
 

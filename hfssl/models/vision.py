@@ -15,6 +15,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from ..augment import default_normalization
 from ..backbones import backbone_feature_dim, build_backbone, pooled_features, resolve_pooling
+from .checks import require
 from .export import saved_preprocessor
 
 
@@ -45,14 +46,6 @@ class VisionSSLConfig(PreTrainedConfig):
     def num_channels(self) -> int:
         """Channels the backbone takes (3 unless its config says otherwise)."""
         return getattr(self.backbone_config, "num_channels", 3)
-
-
-def require(config: PreTrainedConfig, name: str, valid: bool, expected: str) -> None:
-    """Raise a ValueError naming ``config``'s field ``name``, its value and the valid range, unless ``valid``.
-
-    Configs validate their ranges at construction, so a bad ``--config_overrides`` fails at once."""
-    if not valid:
-        raise ValueError(f"{type(config).__name__}.{name} must be {expected}, got {getattr(config, name)!r}.")
 
 
 def image_normalization(image_processor, num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -9,7 +9,6 @@ so that a ``--push_to_hub`` upload (which ``save_model`` triggers) carries the m
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -17,8 +16,6 @@ from transformers import Trainer, TrainingArguments
 
 from .arguments import resumed_checkpoint
 from .plots import plot_embedding_map, plot_training_curves
-
-logger = logging.getLogger(__name__)
 
 TRAINING_CURVES = "training_curves.png"
 EMBEDDING_MAP = "embedding_map.png"

@@ -77,7 +77,7 @@ class Word2VecTrainer(SSLTrainer):
         if kwargs.get("eval_dataset") is None:
             kwargs["eval_dataset"] = {}
         if kwargs.get("batch_transform") is None:
-            kwargs["batch_transform"] = Word2VecTrainingRows(kwargs["model"])
+            kwargs["batch_transform"] = Word2VecTrainingRows(kwargs["model"] if "model" in kwargs else args[0])
         super().__init__(*args, **kwargs)
         self.model.set_sparse_gradients(self.args.sparse_gradients)
         if self.args.sparse_gradients and self.model.config.loss_implementation != "autograd":

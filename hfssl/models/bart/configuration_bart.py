@@ -5,8 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 from transformers.configuration_utils import SubConfigSpec
 
+from ..checks import require
 from ..language import LanguageSSLConfig
-from ..vision import require
 
 
 class BartPretrainingConfig(LanguageSSLConfig):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForPreTraining
 from transformers.configuration_utils import SubConfigSpec
 
+from ..checks import require
 from ..language import LanguageSSLConfig
-from ..vision import require
 
 
 class BertPretrainingConfig(LanguageSSLConfig):

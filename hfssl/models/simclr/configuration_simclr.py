@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..vision import VisionSSLConfig, require
+from ..checks import require
+from ..vision import VisionSSLConfig
 
 
 class SimCLRConfig(VisionSSLConfig):
