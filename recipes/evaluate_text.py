@@ -39,6 +39,7 @@ from typing import Optional
 from transformers import AutoConfig, PreTrainedConfig, TrainingArguments, set_seed
 
 from hfssl.data.text import LABEL_COLUMN, TEXT_COLUMN, TextDataArguments, load_text_datasets
+from hfssl.evaluation.model_kind import require_model_kind
 from hfssl.evaluation.text import (
     TEXT_POOLING_CHOICES,
     ClassificationResult,
@@ -98,6 +99,10 @@ class TextEvaluationArguments:
             raise ValueError(f"--protocol must list some of {PROTOCOLS}, got {self.protocol!r}.")
         if self.pooling not in TEXT_POOLING_CHOICES:
             raise ValueError(f"--pooling must be one of {TEXT_POOLING_CHOICES}, got {self.pooling!r}.")
+        for name in ("max_seq_length", "block_size", "stride"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive number of tokens (or left out), got {value}.")
 
 
 @dataclass
@@ -114,6 +119,7 @@ def check_checkpoint(args: TextEvaluationArguments) -> PreTrainedConfig:
     """Fail before any data is read or model trained when the checkpoint cannot run the protocols asked for;
     settle the default --max_seq_length."""
     config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=False)
+    require_model_kind(args.model_name_or_path, "text", "evaluate_text.py", config)
     check_text_checkpoint(config, args.model_name_or_path)
     load_text_tokenizer(args.model_name_or_path, config)
     if "perplexity" in args.protocols:

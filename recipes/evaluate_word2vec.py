@@ -29,6 +29,7 @@ from typing import Optional
 from transformers import AutoConfig
 
 from hfssl import Word2VecConfig, Word2VecModel
+from hfssl.evaluation.model_kind import require_model_kind
 from hfssl.evaluation.word_vectors import RESTRICT_VOCAB, model_word_vector_metrics
 from hfssl.training import parse_recipe_arguments
 
@@ -85,6 +86,7 @@ class WordVectorEvaluationArguments:
 def load_checkpoint(path: str) -> Word2VecModel:
     """An hfssl word2vec checkpoint with its vocabulary; anything else is refused (no remote code)."""
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    require_model_kind(path, "word vectors", "evaluate_word2vec.py", config)
     if not isinstance(config, Word2VecConfig):
         raise ValueError(
             f"--model_name_or_path {path!r} holds a {config.model_type!r} checkpoint, not an hfssl word2vec one "

@@ -14,19 +14,22 @@ import os
 
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel
 
+from .checks import CheckedConfig
 from .export import saved_preprocessor
 
 
-class LanguageSSLConfig(PreTrainedConfig):
+class LanguageSSLConfig(CheckedConfig):
     """Base config: ``backbone_config`` is the config (or a dict with ``model_type``) of the
-    transformers model being pretrained; each method sets its default model type."""
+    transformers model being pretrained; each method sets its default model type. Ranges are
+    checked at construction (:class:`~hfssl.models.checks.CheckedConfig`)."""
 
     backbone_config: dict | PreTrainedConfig | None = None
     backbone_auto_class = None  # set by each method: the transformers auto class of its backbone
     example_backbones = ()  # model types named in the error for a backbone of the wrong kind
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    def check_ranges(self) -> None:
+        """The backbone is one that the method's auto class builds."""
+        super().check_ranges()
         mapping = self.backbone_auto_class._model_mapping
         if type(self.backbone_config) not in mapping:
             raise ValueError(

@@ -14,12 +14,12 @@ from transformers import AutoConfig, AutoImageProcessor, PreTrainedConfig, PreTr
 from transformers.configuration_utils import SubConfigSpec
 
 from ..augment import default_normalization
-from ..backbones import backbone_feature_dim, build_backbone, pooled_features, resolve_pooling
-from .checks import require
+from ..backbones import POOLING_CHOICES, backbone_feature_dim, build_backbone, pooled_features
+from .checks import CheckedConfig, require_choice, require_int
 from .export import saved_preprocessor
 
 
-class VisionSSLConfig(PreTrainedConfig):
+class VisionSSLConfig(CheckedConfig):
     """Base config of vision SSL models.
 
     Args:
@@ -37,10 +37,11 @@ class VisionSSLConfig(PreTrainedConfig):
     pooling: str = "auto"
     image_size: int = 224
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        resolve_pooling(self.backbone_config, self.pooling)  # validates the choice
-        require(self, "image_size", isinstance(self.image_size, int) and self.image_size >= 1, "an int >= 1")
+    def check_ranges(self) -> None:
+        """``pooling`` is one of :data:`hfssl.backbones.POOLING_CHOICES`; ``image_size`` an int >= 1."""
+        super().check_ranges()
+        require_choice(self, "pooling", POOLING_CHOICES)
+        require_int(self, "image_size", 1, "the side of the views in pixels")
 
     @property
     def num_channels(self) -> int:

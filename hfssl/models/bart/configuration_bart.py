@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForSeq2SeqLM
 from transformers.configuration_utils import SubConfigSpec
 
-from ..checks import require
+from ..checks import require_int, require_probability, require_real
 from ..language import LanguageSSLConfig
 
 
@@ -27,6 +27,9 @@ class BartPretrainingConfig(LanguageSSLConfig):
         rotate_ratio: probability of rotating a document (BART's final recipe: 0).
         max_seq_length: tokens per example, ``<s>`` and ``</s>`` included; noised inputs that inserted
             masks made longer are cut to it.
+
+    Ranges (checked at construction): the ratios and ``permute_sentences`` in [0, 1],
+    ``poisson_lambda`` > 0, ``max_seq_length`` an int >= 4.
     """
 
     model_type = "hfssl_bart"
@@ -41,11 +44,10 @@ class BartPretrainingConfig(LanguageSSLConfig):
     rotate_ratio: float = 0.0
     max_seq_length: int = 256
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    def check_ranges(self) -> None:
+        """See the class docstring."""
+        super().check_ranges()
         for name in ("mask_ratio", "random_ratio", "permute_sentences", "rotate_ratio"):
-            require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
-        require(self, "poisson_lambda", self.poisson_lambda > 0, "> 0 (the mean span length)")
-        require(
-            self, "max_seq_length", isinstance(self.max_seq_length, int) and self.max_seq_length >= 4, "an int >= 4"
-        )
+            require_probability(self, name)
+        require_real(self, "poisson_lambda", 0, low_open=True, hint="the mean span length, in words")
+        require_int(self, "max_seq_length", 4, "<s> and </s> around at least two tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForPreTraining
 from transformers.configuration_utils import SubConfigSpec
 
-from ..checks import require
+from ..checks import require, require_bool, require_probability, require_real
 from ..language import LanguageSSLConfig
 
 
@@ -26,6 +26,9 @@ class BertPretrainingConfig(LanguageSSLConfig):
         whole_word_mask: select whole words (a token and its ``##`` pieces) until the share is filled.
         mask_replace_prob: share of the selected tokens replaced by ``[MASK]`` (BERT: 0.8).
         random_replace_prob: share replaced by a random token (BERT: 0.1); the rest stay unchanged.
+
+    Ranges (checked at construction): ``mlm_probability`` in (0, 1] (0 selects nothing to predict),
+    ``mask_replace_prob`` and ``random_replace_prob`` in [0, 1] with a sum of at most 1.
     """
 
     model_type = "hfssl_bert"
@@ -39,11 +42,14 @@ class BertPretrainingConfig(LanguageSSLConfig):
     mask_replace_prob: float = 0.8
     random_replace_prob: float = 0.1
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        require(self, "mlm_probability", 0 < self.mlm_probability <= 1, "in (0, 1]")
+    def check_ranges(self) -> None:
+        """See the class docstring."""
+        super().check_ranges()
+        for name in ("next_sentence_prediction", "whole_word_mask"):
+            require_bool(self, name)
+        require_real(self, "mlm_probability", 0, 1, low_open=True, hint="0 would select no token to predict")
         for name in ("mask_replace_prob", "random_replace_prob"):
-            require(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]")
+            require_probability(self, name)
         total = self.mask_replace_prob + self.random_replace_prob
         require(
             self, "random_replace_prob", total <= 1, f"at most 1 - mask_replace_prob = {1 - self.mask_replace_prob:g}"

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from transformers import PreTrainedConfig
+from ..checks import (
+    CheckedConfig,
+    is_int,
+    require,
+    require_bool,
+    require_choice,
+    require_int,
+    require_optional_int,
+    require_real,
+)
 
 LOSS_IMPLEMENTATIONS = ("auto", "sequential", "fused", "autograd")
 
 
-class Word2VecConfig(PreTrainedConfig):
+class Word2VecConfig(CheckedConfig):
     """Configuration of :class:`~hfssl.models.word2vec.Word2VecModel`.
 
     Mikolov et al. 2013, "Efficient Estimation of Word Representations in Vector Space" and
@@ -64,36 +73,47 @@ class Word2VecConfig(PreTrainedConfig):
     chunk_size: int = 4096
     tie_word_embeddings: bool = False  # input and output vectors are distinct matrices
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        checks = {
-            "vocab_size": self.vocab_size >= 2,
-            "vector_size": self.vector_size >= 1,
-            "window": self.window >= 1,
-            "negative": self.negative >= 1,
-            "sample": self.sample >= 0,
-            "min_count": self.min_count >= 0,
-            "chunk_size": self.chunk_size >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                hint = (
-                    " (hierarchical softmax is not implemented: use negative sampling)" if name == "negative" else ""
-                )
-                raise ValueError(f"Word2VecConfig.{name}={getattr(self, name)!r} is out of range{hint}.")
-        if self.shared_negatives and not self.sg:
-            raise ValueError(
-                "Word2VecConfig.shared_negatives is a skip-gram option (CBOW already has one set of negatives per window)."
-            )
-        if self.loss_implementation not in LOSS_IMPLEMENTATIONS:
-            raise ValueError(
-                f"Word2VecConfig.loss_implementation must be one of {LOSS_IMPLEMENTATIONS}, got {self.loss_implementation!r}."
-            )
-        if self.shared_negatives and self.loss_implementation == "sequential":
-            raise ValueError(
-                "Word2VecConfig.shared_negatives runs on the fused or autograd loss, not the sequential kernel."
-            )
-        if not 0 <= self.unk_token_id < self.vocab_size:
-            raise ValueError(
-                f"Word2VecConfig.unk_token_id={self.unk_token_id} must be an id below vocab_size={self.vocab_size}."
-            )
+    def check_ranges(self) -> None:
+        """Sizes and counts are ints in range, ``sample`` >= 0, the flags are flags, the options are known
+        ones and fit together (``shared_negatives`` is a skip-gram option of the fused and autograd losses)."""
+        super().check_ranges()
+        require_int(self, "vocab_size", 2, "the unknown word and at least one word")
+        require_int(self, "vector_size", 1, "the width of the word vectors")
+        require_int(self, "window", 1, "the largest center-context distance")
+        require_int(self, "negative", 1, "hierarchical softmax is not implemented: use negative sampling")
+        require_real(self, "ns_exponent", hint="the exponent of the counts in the noise distribution; 0.75 is usual")
+        require_real(
+            self,
+            "sample",
+            0,
+            1,
+            high_open=True,
+            hint="the subsampling threshold; 0 turns subsampling off, 1e-3 to 1e-5 are usual",
+        )
+        require_int(self, "min_count", 0, "the fewest occurrences a word of the vocabulary has")
+        require_optional_int(self, "max_vocab_size", 1, "the most words the vocabulary keeps")
+        require_int(self, "chunk_size", 1, "rows per chunk of the fused loss")
+        for name in ("sg", "cbow_mean", "shared_negatives"):
+            require_bool(self, name)
+        require(
+            self, "tie_word_embeddings", not self.tie_word_embeddings, "False (input and output vectors are distinct)"
+        )
+        require_choice(self, "loss_implementation", LOSS_IMPLEMENTATIONS)
+        require(
+            self,
+            "unk_token_id",
+            is_int(self.unk_token_id) and 0 <= self.unk_token_id < self.vocab_size,
+            f"an id in [0, vocab_size - 1 = {self.vocab_size - 1}]",
+        )
+        require(
+            self,
+            "shared_negatives",
+            not (self.shared_negatives and not self.sg),
+            "False with sg=False: it is a skip-gram option (CBOW already has one set of negatives per window)",
+        )
+        require(
+            self,
+            "shared_negatives",
+            not (self.shared_negatives and self.loss_implementation == "sequential"),
+            "False with loss_implementation='sequential': it runs on the fused or autograd loss, not the sequential kernel",
+        )
