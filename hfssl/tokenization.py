@@ -21,10 +21,15 @@ weights, so ``AutoTokenizer.from_pretrained(dir)`` splits and numbers words as t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Optional
 
+import regex  # a dependency of transformers; unlike re, it has the Unicode classes the pre-tokenisers use
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
 
 WORD_PATTERN = r"[a-z]+(?:'[a-z]+)?"
 UNK_TOKEN = "[UNK]"
@@ -101,6 +106,23 @@ SPECIAL_TOKENS = {
 }  # fmt: skip
 
 
+# The longest word (a piece of the pre-tokeniser: a run of letters, digits or symbols) a subword trainer
+# sees; longer ones are cut to it. The trainers' time grows with the length of each distinct word (a
+# merge rewrites every word holding the pair, and a long word holds them all): one 100,000-letter word
+# took 3.6 s to train on and one of 1,000,000 letters over 15 minutes (BENCHMARKS.md). WordPiece encodes a
+# word longer than 100 characters (its max_input_chars_per_word) as the unknown token anyway; byte-level BPE
+# encodes any word, so it keeps 1,000 characters, beyond the longest clause of unspaced (e.g. Chinese) text.
+MAX_WORD_CHARS = {"wordpiece": 100, "byte_level_bpe": 1000}
+# What each kind's pre-tokeniser keeps together as one word: GPT-2's byte-level one splits letters,
+# numbers and other symbols apart; BERT's splits at whitespace and punctuation (Unicode P and ASCII
+# symbols) and around each CJK ideograph.
+WORD_RUNS = {
+    "byte_level_bpe": r"\p{{L}}{{{min},}}|\p{{N}}{{{min},}}|[^\s\p{{L}}\p{{N}}]{{{min},}}",
+    "wordpiece": r"[^\s\p{{P}}\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\p{{Han}}]{{{min},}}",
+}
+BYTE_ALPHABET_SIZE = 256
+
+
 def train_subword_tokenizer(
     texts: Iterable[str],
     kind: str,
@@ -111,14 +133,21 @@ def train_subword_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a WordPiece (``kind="wordpiece"``) or byte-level BPE (``"byte_level_bpe"``) tokenizer on
     ``texts`` with the special tokens of ``special_tokens`` (``"bert"``, ``"gpt"`` or ``"bart"``,
-    see :data:`SPECIAL_TOKENS`), at most ``vocab_size`` tokens. Special tokens take the first ids.
-    ``lowercase`` applies to WordPiece (byte-level BPE keeps case, as GPT-2 and BART do)."""
+    see :data:`SPECIAL_TOKENS`), ``vocab_size`` tokens. Special tokens take the first ids.
+    ``lowercase`` applies to WordPiece (byte-level BPE keeps case, as GPT-2 and BART do).
+
+    ``vocab_size`` below what the kind always holds (byte-level BPE: 256 bytes and the special
+    tokens; WordPiece: every character of the text, alone and as a ``##`` continuation, and the
+    special tokens) raises ``ValueError`` naming the minimum; a text too small to learn
+    ``vocab_size`` tokens gives fewer, logged. Words longer than :data:`MAX_WORD_CHARS` are cut
+    for training (logged with their number), which bounds the time on pathological text."""
     if kind not in SUBWORD_KINDS:
         raise ValueError(f"Unknown tokenizer kind {kind!r}: choose one of {SUBWORD_KINDS}.")
     if special_tokens not in SPECIAL_TOKENS:
         raise ValueError(f"Unknown special tokens {special_tokens!r}: choose one of {tuple(SPECIAL_TOKENS)}.")
     specials = SPECIAL_TOKENS[special_tokens]
     ordered = list(dict.fromkeys(specials.values()))
+    check_vocab_size(kind, special_tokens, vocab_size)
     if kind == "wordpiece":
         backend = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
         backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
@@ -135,11 +164,14 @@ def train_subword_tokenizer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )  # fmt: skip
-    backend.train_from_iterator(texts, trainer=trainer)
+    cutter = LongWordCutter(kind)
+    backend.train_from_iterator(cutter(texts), trainer=trainer)
+    cutter.log()
     if backend.get_vocab_size() <= len(ordered):
         raise ValueError(
             "The tokenizer learned no tokens: the training text is empty. Check --text_column_name and the data files."
         )
+    _check_trained_size(backend.get_vocab_size(), vocab_size, kind, min_frequency)
     if kind == "wordpiece":
         _number_canonically(backend, num_special_tokens=len(ordered), unk_token=specials["unk_token"])
     _add_templates(backend, special_tokens, specials)
@@ -149,6 +181,93 @@ def train_subword_tokenizer(
         else ["input_ids", "attention_mask"]
     )
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=input_names, **specials)
+
+
+def minimum_vocab_size(kind: str, special_tokens: str) -> int:
+    """The fewest tokens a subword tokenizer of ``kind`` holds before learning any: byte-level BPE
+    starts from 256 bytes, WordPiece from the characters of the text (at least one) and ``##`` it;
+    both add the special tokens of ``special_tokens``."""
+    num_special = len(set(SPECIAL_TOKENS[special_tokens].values()))
+    return num_special + (BYTE_ALPHABET_SIZE if kind == "byte_level_bpe" else 2)
+
+
+def check_vocab_size(kind: str, special_tokens: str, vocab_size: int) -> None:
+    """Refuse a ``vocab_size`` the tokenizer kind cannot be trained to (``tokenizers`` would silently
+    return a larger vocabulary: ``--vocab_size 3`` gave 258 byte-level tokens)."""
+    minimum = minimum_vocab_size(kind, special_tokens)
+    if vocab_size < minimum:
+        floor = (
+            f"{BYTE_ALPHABET_SIZE} bytes and {minimum - BYTE_ALPHABET_SIZE} special tokens"
+            if kind == "byte_level_bpe"
+            else "the special tokens and, at the least, one character alone and as a ## continuation"
+        )
+        raise ValueError(
+            f"--vocab_size {vocab_size} is below the {minimum} tokens a {kind} tokenizer with the {special_tokens} "
+            f"special tokens always holds ({floor}); pass --vocab_size {minimum} or more (typical: 8000-50000)."
+        )
+
+
+def _check_trained_size(trained: int, requested: int, kind: str, min_frequency: int) -> None:
+    """A WordPiece alphabet larger than ``requested`` is refused (the text has more characters than
+    the vocabulary may hold); a vocabulary smaller than ``requested`` is logged (the text ran out of pairs)."""
+    if trained > requested:
+        raise ValueError(
+            f"--vocab_size {requested} is below the {trained} tokens the {kind} alphabet of this text needs (every "
+            f"character it contains, alone and as a ## continuation, and the special tokens); pass --vocab_size "
+            f"{trained} or more."
+        )
+    if trained < requested:
+        logger.warning(
+            "The trained %s tokenizer has %d tokens, fewer than --vocab_size %d: the training text has no more pairs "
+            "seen at least %d times. The model is built for %d tokens; train on more text for a larger vocabulary.",
+            kind,
+            trained,
+            requested,
+            min_frequency,
+            trained,
+        )
+
+
+class LongWordCutter:
+    """Cuts the words longer than :data:`MAX_WORD_CHARS` in the texts given to a ``kind`` trainer, counting them.
+
+    A word is what the kind's pre-tokeniser keeps together (:data:`WORD_RUNS`), so minified code or a
+    URL, split at punctuation, is left alone; a cut word keeps its first ``max_chars`` characters.
+    Only a text with a whitespace-separated run longer than that is searched (``str.split`` is the
+    cheapest test: 0.45 s on the 12.9M characters of the shared corpus, on a loaded machine, and
+    the trainer's own pre-tokenisation is slower still on a long word: 5.7 s for a 5M-letter one).
+    """
+
+    def __init__(self, kind: str, max_chars: Optional[int] = None):
+        self.max_chars = max_chars or MAX_WORD_CHARS[kind]
+        self.long_word = regex.compile(WORD_RUNS[kind].format(min=self.max_chars + 1))
+        self.kind = kind
+        self.cut_words = 0
+        self.longest = 0
+
+    def __call__(self, texts: Iterable[str]) -> Iterator[str]:
+        for text in texts:
+            if max(map(len, text.split()), default=0) > self.max_chars:
+                text = self.long_word.sub(self._cut, text)
+            yield text
+
+    def _cut(self, match: regex.Match) -> str:
+        self.cut_words += 1
+        self.longest = max(self.longest, len(match.group(0)))
+        return match.group(0)[: self.max_chars]
+
+    def log(self) -> None:
+        if self.cut_words:
+            logger.warning(
+                "Cut %d words longer than %d characters (the longest had %d) to their first %d for %s tokenizer "
+                "training: the trainer's time grows with the length of each distinct word (one word of 1M letters "
+                "kept it busy for over 15 minutes). Such text (base64, a line without spaces) is rarely meant as words.",
+                self.cut_words,
+                self.max_chars,
+                self.longest,
+                self.max_chars,
+                self.kind,
+            )
 
 
 def _number_canonically(backend: Tokenizer, num_special_tokens: int, unk_token: str) -> None:

@@ -9,7 +9,7 @@
 T=0.1), ``linear`` (logistic-regression probe on frozen features), ``finetune`` (backbone and
 linear head trained end to end with ``Trainer``). ``--random_init`` evaluates the same
 architecture with fresh weights: the baseline a pretrained model must beat. Results go to
-``all_results.json`` in ``--output_dir``.
+``all_results.json`` in ``--output_dir``, with ``skipped_images`` (see ``--skip_bad_images``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from hfssl.backbones import POOLING_CHOICES, PooledBackbone
 from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
 from hfssl.evaluation.finetune import finetune_classifier
 from hfssl.evaluation.frozen import FROZEN_PROTOCOLS, frozen_feature_metrics
+from hfssl.evaluation.model_kind import require_model_kind
 from hfssl.models.vision import VisionSSLConfig
 from hfssl.preprocessing import eval_transform_from_pretrained
 from hfssl.training import SSLTrainingArguments, parse_recipe_arguments
@@ -62,8 +63,10 @@ class EvaluationModelArguments:
 
 
 def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:
-    """The backbone of ``model_name_or_path`` with its pooling rule, pretrained or re-initialised."""
+    """The backbone of ``model_name_or_path`` with its pooling rule, pretrained or re-initialised; a text or
+    word-vector model is refused, naming the recipe that takes it."""
     config = AutoConfig.from_pretrained(args.model_name_or_path)
+    require_model_kind(args.model_name_or_path, "image", "evaluate_vision.py", config)
     model = AutoModel.from_config(config) if args.random_init else AutoModel.from_pretrained(args.model_name_or_path)
     if isinstance(config, VisionSSLConfig):
         return PooledBackbone(model.backbone, config.pooling)
@@ -153,6 +156,7 @@ def main(argv=None):
             "model_name_or_path": model_args.model_name_or_path,
             "random_init": model_args.random_init,
             "data": data.description,
+            "skipped_images": data.skipped_images,
         }
         with open(os.path.join(training_args.output_dir, "all_results.json"), "w") as handle:
             json.dump(results, handle, indent=2)

@@ -7,7 +7,8 @@
 
 Writes to --output_dir: the checkpoint (``from_pretrained``-able, with its image processor), the
 backbone alone under ``backbone/`` (plain transformers), ``all_results.json`` with
-``knn_accuracy`` (and ``linear_probe_accuracy``), and a model card; ``--push_to_hub`` pushes it.
+``knn_accuracy`` (and ``linear_probe_accuracy``) and ``skipped_images`` (the undecodable images
+``--skip_bad_images`` dropped), and a model card; ``--push_to_hub`` pushes it.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def main(argv=None):
         knn_train_dataset=knn_bank,
     )
     train_and_save_state(trainer, training_args)
+    trainer.save_metrics("data", {"skipped_images": data.skipped_images}, combined=True)  # --skip_bad_images
     export_backbone(trainer, model, image_processor)  # before the final evaluation: a failing one cannot cost it
     metrics, eval_features, eval_labels = final_evaluation(trainer, model, data, eval_transform, eval_args)
     card = lambda write: write_model_card(  # noqa: E731

@@ -22,6 +22,7 @@ file, an unsupported format, a missing column, non-string text, no text at all) 
 share and subsampling follow :mod:`hfssl.data.splits`, as for images.
 """
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from typing import Optional, Union
 
 import datasets
 import pyarrow as pa
+from datasets.exceptions import DatasetGenerationError
 
 from .enwiki import (
     ENWIKI_SAMPLE_ABOUT,
@@ -51,6 +53,7 @@ from .splits import (
     subsample,
     validation_split_percentage_field,
 )
+from .text_check import find_text_file_problem
 
 # The built-in corpus (enwiki.py) and the split names (splits.py) are importable from here too.
 __all__ = [
@@ -87,6 +90,9 @@ FILE_FORMATS = {
     ".tsv": ("csv", {"sep": "\t"}),
 }
 COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz")
+# What datasets raises for an unreadable local file: an empty file, a broken JSON or CSV line, bytes
+# that are not UTF-8 (StopIteration: an empty .jsonl; UnicodeDecodeError: Latin-1 in a .jsonl, when read).
+FILE_ERRORS = (DatasetGenerationError, UnicodeDecodeError, StopIteration, pa.ArrowException)
 SUPPORTED_FILES = (
     f"{', '.join(FILE_FORMATS)}, optionally compressed as {', '.join(COMPRESSION_EXTENSIONS)} (e.g. train.jsonl.gz)"
 )
@@ -217,9 +223,19 @@ def load_text_datasets(args: TextDataArguments) -> TextDatasets:
     and no share is held out (a stream has no length to split): by default a stream without an
     eval split has no eval set, and an explicit ``validation_split_percentage`` is refused.
 
+    A local file that cannot be read (empty, a broken JSON/CSV line, bytes that are not UTF-8) is
+    refused with the file, the line and the fix (:mod:`hfssl.data.text_check`); with
+    ``streaming=True`` it is checked up front, before any row is streamed.
+
     Raises ``ValueError`` naming the problem and the argument that fixes it.
     """
     _check_arguments(args)
+    with _naming_file_errors(args):
+        return _load_text_datasets(args)
+
+
+def _load_text_datasets(args: TextDataArguments) -> TextDatasets:
+    """:func:`load_text_datasets` once the arguments are checked."""
     source = _open_source(args)
     train = source.load_named(args.train_split, "--train_split")
     eval_name, eval_dataset = _load_eval(source, args)
@@ -299,6 +315,31 @@ def _file_format(path: str, flag: str) -> tuple[str, dict]:
     return FILE_FORMATS[extension]
 
 
+def _local_files(args: TextDataArguments) -> list[tuple[str, str]]:
+    """(path, flag) of each local file the arguments name."""
+    files = [(args.train_file, "--train_file"), (args.validation_file, "--validation_file")]
+    return [(path, flag) for path, flag in files if path]
+
+
+def _file_problem(path: str, flag: str) -> Optional[str]:
+    builder, builder_kwargs = _file_format(path, flag)
+    return find_text_file_problem(path, flag, builder, builder_kwargs)
+
+
+@contextlib.contextmanager
+def _naming_file_errors(args: TextDataArguments) -> Iterator[None]:
+    """Turn ``datasets``' generic errors on a local file into a ``ValueError`` naming the file, the
+    line and the fix; an error the files do not explain (or from a Hub dataset) passes unchanged."""
+    try:
+        yield
+    except FILE_ERRORS as error:
+        for path, flag in _local_files(args):
+            problem = _file_problem(path, flag)
+            if problem is not None:
+                raise ValueError(problem) from error
+        raise
+
+
 def _open_source(args: TextDataArguments) -> _TextSource:
     """Pick the data source by precedence: train_file, builtin:*, then the Hub."""
     if args.train_file:
@@ -315,6 +356,9 @@ def _file_source(args: TextDataArguments) -> _TextSource:
 
     def load_split(split: str) -> TextDataset:
         path, flag = files[split]
+        problem = _file_problem(path, flag) if args.streaming else None
+        if problem is not None:  # a stream would hit it at some training step
+            raise ValueError(problem)
         builder, builder_kwargs = _file_format(path, flag)
         if builder == "text":
             builder_kwargs = {**builder_kwargs, "sample_by": args.txt_sample_by}

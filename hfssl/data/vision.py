@@ -14,7 +14,9 @@
 ``--idx_dir`` and ``--train_dir`` win over ``--dataset_name``. Array sources (IDX, digits) are
 stored as uint8 ``Array2D``/``Array3D`` columns formatted as numpy, so a row costs no decoding;
 ``datasets.Image`` columns are kept undecoded (``decode=False``) and decoded by
-:class:`~hfssl.data.image_collator.ImageCollator`, which names the file when one cannot be read.
+:class:`~hfssl.data.image_collator.ImageCollator`; before that, every image of the final splits is
+decoded once (in parallel, cached: :mod:`hfssl.data.image_check`), so a truncated or empty file
+stops the run before training, named, or is skipped and counted with ``--skip_bad_images``.
 The eval split, the held-out share and subsampling follow :mod:`hfssl.data.splits`, as for text.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from .idx import array_dataset, load_idx_splits, read_idx
+from .image_check import cache_path, check_images
 from .image_collator import ImageCollator, image_hw, is_colour, load_image
 from .splits import (
     BUILTIN_PREFIX,
@@ -124,6 +127,13 @@ class VisionDataArguments:
         default=None, metadata={"help": "Where `datasets` caches downloaded and prepared data."}
     )
     split_seed: int = split_seed_field()
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={
+            "help": "Drop the images that cannot be decoded (truncated, empty, not an image) instead of stopping "
+            "before training; each is logged, and their count is recorded as skipped_images in all_results.json."
+        },
+    )
 
 
 @dataclass
@@ -136,6 +146,9 @@ class VisionDatasets:
     image counts by its longer side: 28 for Fashion-MNIST, 8 for the digits, 64 for the emoji. It
     is the native size a backbone can be built for; it says nothing about later rows, so a dataset
     of mixed sizes still needs ``ImageCollator(image_size=...)`` to batch.
+
+    ``skipped_files`` are the images ``--skip_bad_images`` dropped from both splits because they
+    cannot be decoded, ``skipped_images`` their number (0 without bad images, and for array sources).
     """
 
     train: datasets.Dataset
@@ -144,6 +157,11 @@ class VisionDatasets:
     image_size: int
     label_names: Optional[list[str]]
     description: str
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_images(self) -> int:
+        return len(self.skipped_files)
 
 
 def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
@@ -160,6 +178,8 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
     represented; see :func:`hfssl.data.splits.split_off_eval`). ``max_train_samples``/
     ``max_eval_samples`` keep the first N rows after a shuffle with ``split_seed``.
     ``num_channels`` and ``image_size`` are read from the leading train images (see :class:`VisionDatasets`).
+
+    Image files (and encoded bytes) are decoded once before training, see :func:`_check_decodable`.
 
     Raises ``ValueError`` naming the problem and the argument that fixes it.
     """
@@ -189,6 +209,7 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
     if eval_dataset is not None:
         eval_dataset = subsample(eval_dataset, args.max_eval_samples, args.split_seed)
         eval_dataset = _finalize(eval_dataset, "eval", args.max_eval_samples)
+    train, eval_dataset, skipped_files = _check_decodable(train, eval_dataset, source.description, args)
     probe = _leading_images(train)
     return VisionDatasets(
         train=train,
@@ -197,6 +218,7 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
         image_size=max(max(image_hw(image)) for image in probe),
         label_names=label_names,
         description=describe(source.description, train, eval_dataset, held_out),
+        skipped_files=skipped_files,
     )
 
 
@@ -396,6 +418,23 @@ def _finalize(dataset: datasets.Dataset, split: str, max_samples: Optional[int])
     if isinstance(feature, (datasets.Array2D, datasets.Array3D)) and feature.dtype == "uint8":
         return dataset.with_format("numpy", columns=["image"], output_all_columns=True, dtype=np.uint8)
     return dataset
+
+
+def _check_decodable(
+    train: datasets.Dataset, eval_dataset: Optional[datasets.Dataset], description: str, args: VisionDataArguments
+) -> tuple[datasets.Dataset, Optional[datasets.Dataset], list[str]]:
+    """The final splits once every image in them decodes: a bad image stops the run here, before
+    training, naming the files; with ``--skip_bad_images`` its row is dropped (logged) and its file
+    returned. Only ``datasets.Image`` columns are checked (arrays need no decoding); the results are
+    cached per file, see :mod:`hfssl.data.image_check`."""
+    cache_file = cache_path(description, args.cache_dir)
+    splits, skipped = check_images(
+        {"train": train, "eval": eval_dataset}, description, cache_file, args.skip_bad_images
+    )
+    for split, dataset in splits.items():
+        if dataset is not None:
+            _require_rows(dataset, split, " after --skip_bad_images dropped every image")
+    return splits["train"], splits["eval"], skipped
 
 
 def _require_rows(dataset: datasets.Dataset, split: str, detail: str) -> None:

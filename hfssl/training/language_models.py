@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer, Traini
 
 from ..backbones import build_backbone_config, is_checkpoint
 from ..data.text import TextDataset, iter_texts
-from ..tokenization import train_subword_tokenizer
+from ..tokenization import check_vocab_size, train_subword_tokenizer
 from .arguments import resumed_checkpoint
 from .finish import train_and_save_state
 
@@ -42,7 +42,14 @@ class LanguageModelArguments:
         default=None,
         metadata={"help": "A saved tokenizer (directory or Hub id) to use instead of training one on the data."},
     )
-    vocab_size: int = field(default=8000, metadata={"help": "Size of the tokenizer trained on the training text."})
+    vocab_size: int = field(
+        default=8000,
+        metadata={
+            "help": "Size of the tokenizer trained on the training text: at least 258 for GPT's byte-level BPE and 261 "
+            "for BART's (256 bytes and the special tokens); smaller is refused, and a text too small for it gives "
+            "fewer tokens (logged). Not used with --tokenizer_name or a checkpoint's tokenizer."
+        },
+    )
     lowercase: bool = field(
         default=False, metadata={"help": "Lower-case text in a trained WordPiece tokenizer (BERT uncased)."}
     )
@@ -82,13 +89,18 @@ def load_or_train_tokenizer(
         or (args.backbone if args.backbone and is_checkpoint(args.backbone) else None)
     )
     if source is not None:
-        return AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        logger.info("Using the tokenizer of %s (%d tokens); --vocab_size is not used.", source, len(tokenizer))
+        return tokenizer
+    # On every process: an error raised by the main process alone would leave the others at the barrier.
+    check_vocab_size(kind, special_tokens, args.vocab_size)
     with training_args.main_process_first(desc="training the tokenizer", local=False):
         if training_args.process_index == 0:
             logger.info("Training a %s tokenizer of %d tokens on the training text.", kind, args.vocab_size)
             tokenizer = train_subword_tokenizer(
                 iter_texts(train), kind, special_tokens, vocab_size=args.vocab_size, lowercase=args.lowercase
             )
+            logger.info("Trained a %s tokenizer of %d tokens.", kind, len(tokenizer))
             tokenizer.save_pretrained(training_args.output_dir)
         else:
             tokenizer = AutoTokenizer.from_pretrained(training_args.output_dir)
