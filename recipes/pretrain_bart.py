@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 
 import datasets
 import transformers
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
 
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.denoising import build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.models.bart import bart_collator
-from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
 from hfssl.training.finish import finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
@@ -90,7 +90,7 @@ def reconstruction_accuracy(eval_prediction) -> dict[str, float]:
 
 def main(argv=None):
     bart_args, model_args, data_args, training_args = parse_recipe_arguments(
-        (BartArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+        (BartArguments, LanguageModelArguments, TextDataArguments, PretrainingArguments), argv
     )
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",

@@ -21,14 +21,14 @@ import logging
 from dataclasses import dataclass, field
 
 import transformers
-from transformers import TrainingArguments, set_seed
+from transformers import set_seed
 
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.nsp import build_nsp_examples, check_nsp_pairs
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.models.bert import bert_collator
-from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
 from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
@@ -79,7 +79,7 @@ def bert_metrics(eval_prediction) -> dict[str, float]:
 
 def main(argv=None):
     bert_args, model_args, data_args, training_args = parse_recipe_arguments(
-        (BertArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+        (BertArguments, LanguageModelArguments, TextDataArguments, PretrainingArguments), argv
     )
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",

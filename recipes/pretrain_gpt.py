@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import transformers
-from transformers import DataCollatorForLanguageModeling, TrainingArguments, set_seed
+from transformers import DataCollatorForLanguageModeling, set_seed
 
 from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
-from hfssl.training import SSLTrainer, parse_recipe_arguments
+from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
 from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
@@ -55,7 +55,7 @@ class GPTArguments:
 
 def main(argv=None):
     gpt_args, model_args, data_args, training_args = parse_recipe_arguments(
-        (GPTArguments, LanguageModelArguments, TextDataArguments, TrainingArguments), argv
+        (GPTArguments, LanguageModelArguments, TextDataArguments, PretrainingArguments), argv
     )
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -90,12 +90,12 @@ def main(argv=None):
         compute_metrics=nll_per_token if exact else None,
     )
     metrics = train_and_evaluate(trainer, training_args, eval_blocks is not None, perplexity)
+    export_backbone(trainer, model, tokenizer)  # before the sample: a failing generation cannot cost it
     sample = generate_sample(model, tokenizer, gpt_args.generation_prompt, gpt_args.generation_max_new_tokens)
     logger.info("Greedy continuation of %r: %r", gpt_args.generation_prompt, sample)
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "generated.txt"), "w") as handle:
             handle.write(sample + "\n")
-    export_backbone(trainer, model, tokenizer)
     card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,
@@ -141,8 +141,17 @@ def perplexity(metrics: dict) -> dict:
 
 
 def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of ``prompt`` (the prompt included)."""
+    """Greedy continuation of ``prompt`` (the prompt included), within the model's context: past its last
+    position embedding a GPT cannot go on, so ``max_new_tokens`` is cut to fit (logged)."""
     encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
+    context = getattr(model.backbone.config, "max_position_embeddings", None)
+    room = None if context is None else context - encoded["input_ids"].shape[1]
+    if room is not None and max_new_tokens > room:
+        logger.warning(
+            "--generation_max_new_tokens %d does not fit the model's context of %d positions after the prompt; "
+            "generating %d tokens.", max_new_tokens, context, max(room, 0),
+        )  # fmt: skip
+        max_new_tokens = max(room, 0)
     model.eval()
     output = model.generate(
         **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id

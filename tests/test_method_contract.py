@@ -217,8 +217,11 @@ def test_resumed_toy_run_equals_the_uninterrupted_one_teacher_included(tmp_path)
     interrupted = _toy_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
     interrupted.add_callback(StopAfter(2))
     interrupted.train()
-    resumed = _toy_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
+    checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")  # a run in a folder with checkpoints must resume
+    resumed = _toy_trainer(
+        tmp_path / "interrupted", save_strategy="steps", save_steps=2, resume_from_checkpoint=checkpoint
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)
     assert resumed.model.calls[0] == ("start", 2, 5)  # the schedule restarts at the resumed step
     assert resumed.model.momentum.item() == pytest.approx(straight.model.momentum.item())
     expected = straight.model.state_dict()

@@ -78,8 +78,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
     interrupted = make_trainer(tmp_path / "interrupted", digits, **options)
     interrupted.add_callback(StopAfter(2))  # as if the job were killed after the checkpoint at step 2
     interrupted.train()
-    resumed = make_trainer(tmp_path / "interrupted", digits, **options)
-    resumed.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-2"))
+    checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")  # a run in a folder with checkpoints must resume
+    resumed = make_trainer(tmp_path / "interrupted", digits, **options, resume_from_checkpoint=checkpoint)
+    resumed.train(resume_from_checkpoint=checkpoint)
     expected, actual = straight.model.state_dict(), resumed.model.state_dict()
     assert any(
         not torch.equal(expected[k], interrupted.model.state_dict()[k]) for k in expected

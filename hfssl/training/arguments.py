@@ -10,12 +10,26 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from .argument_checks import check_ssl_training_arguments
+from .guards import RunGuardArguments
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SSLTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with defaults suited to label-free training, and kNN/LARS options."""
+class PretrainingArguments(RunGuardArguments, TrainingArguments):
+    """``TrainingArguments`` with the run guards (``--nan_policy``, ``--overwrite_output_dir``:
+    :mod:`hfssl.training.guards`), checked when parsed; every pretraining recipe's arguments are one."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        refuse_unconnected_processes(self)
+        self.check_run_guards()
+
+
+@dataclass
+class SSLTrainingArguments(PretrainingArguments):
+    """``PretrainingArguments`` with defaults suited to label-free image training, and kNN/LARS options."""
 
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: SSL batches carry images the model's forward does not name."}
@@ -64,7 +78,7 @@ class SSLTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        refuse_unconnected_processes(self)
+        check_ssl_training_arguments(self)
         if self.use_lars:
             warn_about_lars_settings(self)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from transformers import Trainer, TrainingArguments
 
 from .arguments import resumed_checkpoint
+from .guards import require_finite_weights
 from .plots import plot_embedding_map, plot_training_curves
 
 TRAINING_CURVES = "training_curves.png"
@@ -34,6 +35,7 @@ def train_and_save_state(trainer: Trainer, training_args: TrainingArguments):
 def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
     """``model.export_backbone`` into ``<output_dir>/backbone`` (main process only), with its tokenizer
     or image processor beside it."""
+    require_finite_weights(model, "the backbone")
     if trainer.is_world_process_zero():
         model.export_backbone(os.path.join(trainer.args.output_dir, "backbone"), processing_class)
 

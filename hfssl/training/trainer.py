@@ -4,6 +4,9 @@
 randomness is drawn (the method's batch transform, inside the training step); :class:`SSLTrainer`
 adds what pretraining needs, for every method and modality:
 
+* the run guards (:mod:`hfssl.training.guards`): a run that cannot learn is refused before its
+  first step, a non-finite loss or gradient stops it (or is skipped, ``--nan_policy skip``), and
+  non-finite weights are never written;
 * the step hooks of the model (:class:`StepHooks`: EMA teachers, schedules, frozen layers);
 * optimizer groups without weight decay on biases, norms, tokens and position embeddings, and
   ``--use_lars``;
@@ -25,9 +28,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.modeling_utils import unwrap_model
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..evaluation.frozen import frozen_feature_metrics
 from ..schedules import TrainingProgress
+from .checkpoints import check_resume_checkpoint
+from .guards import NonFiniteGuard, check_run_can_learn, refuse_run_without_steps, require_finite_weights
 from .model_card import HfsslModelCardMixin
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
@@ -58,7 +64,8 @@ class StepHooks(TrainerCallback):
         self._call("before_optimizer_step", model, state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not self.trainer.accelerator.optimizer_step_was_skipped:
+        skipped = self.trainer.accelerator.optimizer_step_was_skipped or self.trainer.nonfinite_guard.skipped_this_step
+        if not skipped:
             self._call("after_optimizer_step", model, state.global_step, state.max_steps)
 
 
@@ -79,6 +86,8 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         self.knn_train_dataset = knn_train_dataset
         self._last_outputs = None
         self._feature_dataloaders = {}  # id(dataset) -> (dataset, prepared loader), see feature_dataloader
+        self.nonfinite_guard = NonFiniteGuard(self)
+        self.add_callback(self.nonfinite_guard)  # before the step hooks: a skipped step must not reach them
         self.add_callback(StepHooks(self))
         if self.model_init is None:  # with model_init, Trainer built the model through call_model_init
             self.model = self._convert_model(self.model)
@@ -96,6 +105,43 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
     def call_model_init(self, trial=None):
         """Trainer rebuilds the model here when given ``model_init`` (e.g. hyperparameter search)."""
         return self._convert_model(super().call_model_init(trial))
+
+    # ---- training and its guards ------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train`` between the guards: refused when the run cannot learn (or its checkpoint is
+        unusable), and an error rather than a saved model when it took no step. With ``--nan_policy
+        skip`` the train metrics count the skipped steps (``nonfinite_steps_skipped``)."""
+        model = self.accelerator.unwrap_model(self.model)
+        check_run_can_learn(self, model)
+        checkpoint = (
+            get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+        )
+        if checkpoint:
+            check_resume_checkpoint(checkpoint, model)
+        output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        refuse_run_without_steps(self)
+        if getattr(self.args, "nan_policy", "stop") == "skip":
+            output.metrics["nonfinite_steps_skipped"] = self.nonfinite_guard.skipped_steps
+        return output
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.nonfinite_guard.record_loss(loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        self.nonfinite_guard.record_grad_norm(grad_norm)
+        return grad_norm
+
+    def _save_checkpoint(self, model, trial):
+        require_finite_weights(self.accelerator.unwrap_model(self.model), f"checkpoint-{self.state.global_step}")
+        super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not _internal_call:  # checkpoints were checked in _save_checkpoint
+            require_finite_weights(self.accelerator.unwrap_model(self.model), "the final model")
+        super().save_model(output_dir, _internal_call)
 
     # ---- loss -------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

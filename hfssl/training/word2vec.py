@@ -18,16 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TrainingArguments
 
 from ..evaluation.word_vectors import model_word_vector_metrics
 from ..models.word2vec import Word2VecTrainingRows
-from .arguments import refuse_unconnected_processes
+from .arguments import PretrainingArguments
 from .trainer import SSLTrainer
 
 
 @dataclass
-class Word2VecTrainingArguments(TrainingArguments):
+class Word2VecTrainingArguments(PretrainingArguments):
     """``TrainingArguments`` with word2vec's defaults (gensim's: alpha 0.025 -> min_alpha 1e-4, 5 epochs)."""
 
     learning_rate: float = field(
@@ -53,7 +52,6 @@ class Word2VecTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        refuse_unconnected_processes(self)
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "word2vec's loss is a sum over pairs, so gradient accumulation only makes a larger batch: "

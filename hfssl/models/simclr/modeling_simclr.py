@@ -38,6 +38,12 @@ class SimCLROutput(ModelOutput):
 
 class SimCLRModel(VisionSSLPreTrainedModel):
     config_class = SimCLRConfig
+    # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
+    min_global_batch_size = 2
+    min_global_batch_reason = (
+        "SimCLR contrasts each view with the other 2N - 2 views of the global batch of N images; at N = 1 there is no "
+        "negative and the loss is 0 at every step."
+    )
 
     def __init__(self, config: SimCLRConfig):
         super().__init__(config)
