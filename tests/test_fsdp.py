@@ -11,9 +11,11 @@ What runs where (accelerate 1.15, torch 2.13, transformers 5.24):
 * ``test_fsdp2_over_gloo_through_the_recipe``: the same recipe under FSDP2 over gloo on the CPU,
   through a test-only shim that sets accelerate's state to FSDP after its CPU setup (the three
   assignments accelerate itself makes for GPUs). torch's FSDP2 collectives (all-gather,
-  reduce-scatter) run on gloo; what stops the run is hfssl (see ``KNOWN_HFSSL_FAILURES``): the test
-  xfails on those exact errors and checks FSDP == DDP, the checkpoint and the exported backbone once
-  they are fixed. Slow part: two recipe launches (~35 s on 2 cores) once it gets past them.
+  reduce-scatter) run on gloo, and the run must equal DDP's, its checkpoint and exported backbone
+  included. What this needs of hfssl: ``get_input_embeddings`` on image models (accelerate's FSDP2
+  setup asks), the backbone export from the gathered full state dict, and the feature methods
+  registered as FSDP forwards (kNN and probes gather the sharded weights). Two recipe launches
+  (~35 s on 2 cores).
 
 Runs use ``--max_grad_norm 0`` and SGD: FSDP2 and DDP then give bitwise equal losses, weights and
 kNN accuracy on the CPU (measured over 3-4 steps). With clipping, the clip norm is summed in a
@@ -103,23 +105,6 @@ print("PROBE " + json.dumps({
 }), flush=True)
 """
 
-# hfssl errors under FSDP2 (all device-independent; each needs a change in hfssl, none in this test):
-KNOWN_HFSSL_FAILURES = {
-    "`get_input_embeddings` not auto": (
-        "accelerate's fsdp2_prepare_model calls model.get_input_embeddings(), which hfssl's vision models "
-        "(VisionSSLPreTrainedModel) do not define, and transformers' fallback raises"
-    ),
-    "Attempted to access the data pointer on an invalid python storage": (
-        "hfssl.training.finish.export_backbone saves backbone/ from process 0 alone (model.export_backbone -> "
-        "save_pretrained) while the parameters are FSDP2 shards (DTensors); it needs the full state dict, "
-        "trainer.accelerator.get_state_dict(trainer.model), gathered on every process"
-    ),
-    "got mixed torch.Tensor and DTensor": (
-        "model.get_image_features (kNN, linear probe) is not an FSDP forward, so the parameters of the "
-        "root unit stay sharded (needs torch.distributed.fsdp.register_fsdp_forward_method)"
-    ),
-}
-
 
 def _environment(**extra) -> dict:
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -154,12 +139,7 @@ def _fsdp_agrees_with_ddp(tmp_path: pathlib.Path, force: bool) -> None:
     fsdp = _launch(
         FSDP_CONFIG, shim, [str(recipe), *RECIPE_ARGUMENTS, *device, "--output_dir", str(fsdp_out)], tmp_path, **env
     )
-    if fsdp.returncode != 0:
-        for signature, why in KNOWN_HFSSL_FAILURES.items():
-            line = next((line for line in fsdp.stderr.splitlines() if signature in line), None)
-            if line is not None:
-                pytest.xfail(f"hfssl under FSDP2: {why}. Raised: {line.strip()}")
-        pytest.fail(f"FSDP launch failed (exit {fsdp.returncode}):\n{fsdp.stderr[-4000:]}")
+    assert fsdp.returncode == 0, f"FSDP launch failed (exit {fsdp.returncode}):\n{fsdp.stderr[-4000:]}"
     # the root, the embeddings and both layers are FSDP2 units on both processes: sharded, not DDP
     units = "[('SimCLRModel', 1), ('ViTEmbeddings', 1), ('ViTLayer', 2)]"
     for rank in (0, 1):

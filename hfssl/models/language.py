@@ -56,11 +56,12 @@ class LanguageSSLPreTrainedModel(PreTrainedModel):
     def set_input_embeddings(self, value) -> None:
         self.backbone.set_input_embeddings(value)
 
-    def export_backbone(self, save_directory: str | os.PathLike, tokenizer=None) -> None:
+    def export_backbone(self, save_directory: str | os.PathLike, tokenizer=None, state_dict=None) -> None:
         """Write the backbone alone as a plain transformers checkpoint that the transformers auto
         classes load without hfssl, with ``tokenizer`` beside it (by default, the one saved in the
-        checkpoint directory this model was loaded from)."""
-        self.backbone.save_pretrained(save_directory)
+        checkpoint directory this model was loaded from). ``state_dict``: the backbone's full weights
+        when this model's are sharded (FSDP)."""
+        self.backbone.save_pretrained(save_directory, state_dict=state_dict)
         if tokenizer is None:
             tokenizer = saved_preprocessor(self, AutoTokenizer)
         if tokenizer is not None:

@@ -75,12 +75,16 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
         """Pooled backbone features of normalised images: (B, C, H, W) -> (B, D)."""
         return pooled_features(self.backbone, pixel_values, self.config.pooling)
 
-    def export_backbone(self, save_directory: str | os.PathLike, image_processor=None) -> None:
+    def get_input_embeddings(self) -> None:
+        """None: an image model has no token embeddings (accelerate's FSDP2 setup asks for them)."""
+        return None
+
+    def export_backbone(self, save_directory: str | os.PathLike, image_processor=None, state_dict=None) -> None:
         """Write the backbone alone as a plain transformers checkpoint, with ``image_processor``
         beside it (by default, the one saved in the checkpoint directory this model was loaded from):
         ``transformers.AutoModel.from_pretrained(save_directory)`` loads it in a process that never
-        imported hfssl."""
-        self.backbone.save_pretrained(save_directory)
+        imported hfssl. ``state_dict``: the backbone's full weights when this model's are sharded (FSDP)."""
+        self.backbone.save_pretrained(save_directory, state_dict=state_dict)
         if image_processor is None:
             image_processor = saved_preprocessor(self, AutoImageProcessor)
         if image_processor is not None:

@@ -33,11 +33,19 @@ def train_and_save_state(trainer: Trainer, training_args: TrainingArguments):
 
 
 def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
-    """``model.export_backbone`` into ``<output_dir>/backbone`` (main process only), with its tokenizer
-    or image processor beside it."""
+    """``model.export_backbone`` into ``<output_dir>/backbone`` (written by the main process), with its
+    tokenizer or image processor beside it. Call it on every process: under FSDP the full weights are
+    gathered from all of them first."""
     require_finite_weights(model, "the backbone")
+    state_dict = None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        prefix = "backbone."
+        full = trainer.accelerator.get_state_dict(trainer.model)  # a collective; the full dict on process 0
+        state_dict = {name[len(prefix) :]: value for name, value in full.items() if name.startswith(prefix)}
     if trainer.is_world_process_zero():
-        model.export_backbone(os.path.join(trainer.args.output_dir, "backbone"), processing_class)
+        model.export_backbone(
+            os.path.join(trainer.args.output_dir, "backbone"), processing_class, state_dict=state_dict
+        )
 
 
 def draw_pictures(trainer: Trainer, eval_features=None, eval_labels=None, class_names: Sequence[str] | None = None):

@@ -245,15 +245,28 @@ class NonFiniteGuard(TrainerCallback):
 
 # ---- before writing weights -------------------------------------------------------------------
 def require_finite_weights(model: nn.Module, where: str) -> None:
-    """Raise before ``where`` is written when any floating-point weight or buffer of ``model`` is not finite."""
+    """Raise before ``where`` is written when any floating-point weight or buffer of ``model`` is not finite.
+
+    Call it on every process: sharded weights (FSDP's DTensors) are checked shard by shard, and the
+    verdict is all-reduced, so all processes refuse together."""
     bad = [
         name
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all())
+        if tensor.is_floating_point() and not bool(torch.isfinite(_local(tensor.detach())).all())
     ]
-    if bad:
+    count = len(bad)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.tensor([count], device=next(model.parameters()).device)
+        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
+        count = int(total)
+    if count:
         listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise NonFiniteTrainingError(
-            f"Refusing to write {where}: {len(bad)} weight tensors hold NaN or infinite values ({listed}). "
+            f"Refusing to write {where}: {count} weight tensors hold NaN or infinite values ({listed or 'on another process'}). "
             "The run diverged; lower --learning_rate or set --max_grad_norm 1.0, and resume from an earlier checkpoint."
         )
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a DTensor (FSDP2), else the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

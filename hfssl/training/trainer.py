@@ -42,6 +42,19 @@ from .transform_trainer import TransformTrainer
 MONITORED_OUTPUTS = ("embeddings", "features")
 
 
+FEATURE_METHODS = ("get_image_features", "get_text_features")
+
+
+def register_feature_forwards(model: nn.Module) -> None:
+    """Under FSDP2, make the feature methods (kNN, probes) gather the sharded weights as ``forward`` does."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    if isinstance(model, FSDPModule):
+        for name in FEATURE_METHODS:
+            if hasattr(model, name):
+                register_fsdp_forward_method(model, name)
+
+
 class StepHooks(TrainerCallback):
     """Calls the model's optional step hooks (see :mod:`hfssl.schedules`) with the training progress:
     ``on_train_start`` once when training starts or resumes, ``before_optimizer_step`` when a step's
@@ -58,6 +71,7 @@ class StepHooks(TrainerCallback):
             method(TrainingProgress(step, total_steps))
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        register_feature_forwards(model)
         self._call("on_train_start", model, state.global_step, state.max_steps)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
