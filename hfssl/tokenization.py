@@ -138,8 +138,8 @@ def train_subword_tokenizer(
 
     ``vocab_size`` below what the kind always holds (byte-level BPE: 256 bytes and the special
     tokens; WordPiece: every character of the text, alone and as a ``##`` continuation, and the
-    special tokens) raises ``ValueError`` naming the minimum; a text too small to learn
-    ``vocab_size`` tokens gives fewer, logged. Words longer than :data:`MAX_WORD_CHARS` are cut
+    special tokens) raises ``ValueError`` naming the minimum; a vocabulary of another size (a WordPiece
+    alphabet that needs more, a text too small for ``vocab_size``) is logged. Words longer than :data:`MAX_WORD_CHARS` are cut
     for training (logged with their number), which bounds the time on pathological text."""
     if kind not in SUBWORD_KINDS:
         raise ValueError(f"Unknown tokenizer kind {kind!r}: choose one of {SUBWORD_KINDS}.")
@@ -154,8 +154,9 @@ def train_subword_tokenizer(
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False
-        )
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=ordered, show_progress=False,
+            limit_alphabet=WORDPIECE_ALPHABET,
+        )  # fmt: skip
     else:
         backend = Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -183,6 +184,11 @@ def train_subword_tokenizer(
     return PreTrainedTokenizerFast(tokenizer_object=backend, model_input_names=input_names, **specials)
 
 
+# Characters a WordPiece alphabet keeps (the most frequent; the rest become [UNK]), as in
+# tokenizers' BertWordPieceTokenizer: without a limit, a multilingual text's alphabet alone can exceed the vocabulary.
+WORDPIECE_ALPHABET = 1000
+
+
 def minimum_vocab_size(kind: str, special_tokens: str) -> int:
     """The fewest tokens a subword tokenizer of ``kind`` holds before learning any: byte-level BPE
     starts from 256 bytes, WordPiece from the characters of the text (at least one) and ``##`` it;
@@ -208,14 +214,15 @@ def check_vocab_size(kind: str, special_tokens: str, vocab_size: int) -> None:
 
 
 def _check_trained_size(trained: int, requested: int, kind: str, min_frequency: int) -> None:
-    """A WordPiece alphabet larger than ``requested`` is refused (the text has more characters than
-    the vocabulary may hold); a vocabulary smaller than ``requested`` is logged (the text ran out of pairs)."""
+    """A vocabulary of another size than ``requested`` is logged: larger when a WordPiece alphabet
+    (the text's characters, alone and as ``##`` continuations) needs more, smaller when the text ran out of pairs."""
     if trained > requested:
-        raise ValueError(
-            f"--vocab_size {requested} is below the {trained} tokens the {kind} alphabet of this text needs (every "
-            f"character it contains, alone and as a ## continuation, and the special tokens); pass --vocab_size "
-            f"{trained} or more."
-        )
+        logger.warning(
+            "The trained %s tokenizer has %d tokens, more than --vocab_size %d: the alphabet of this text (its %d most "
+            "frequent characters, alone and as ## continuations, and the special tokens) needs them. The model is "
+            "built for %d tokens; pass --vocab_size %d or more to learn subwords beyond the alphabet.",
+            kind, trained, requested, WORDPIECE_ALPHABET, trained, trained,
+        )  # fmt: skip
     if trained < requested:
         logger.warning(
             "The trained %s tokenizer has %d tokens, fewer than --vocab_size %d: the training text has no more pairs "

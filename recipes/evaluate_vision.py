@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from accelerate import Accelerator
@@ -73,9 +73,17 @@ def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:
     return PooledBackbone(model, args.pooling)
 
 
+@dataclass
+class VisionEvaluationArguments(SSLTrainingArguments):
+    """``SSLTrainingArguments`` for evaluation: it writes results into --output_dir, not a run, so
+    rerunning it there (or into a run's folder) is fine."""
+
+    guards_output_dir: ClassVar[bool] = False
+
+
 def main(argv=None):
     model_args, data_args, training_args = parse_recipe_arguments(
-        (EvaluationModelArguments, VisionDataArguments, SSLTrainingArguments), argv
+        (EvaluationModelArguments, VisionDataArguments, VisionEvaluationArguments), argv
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     protocols = [p.strip() for p in model_args.protocol.split(",") if p.strip()]
@@ -83,7 +91,8 @@ def main(argv=None):
         raise ValueError(f"--protocol must list some of {PROTOCOLS}, got {model_args.protocol!r}.")
     set_seed(training_args.seed)
 
-    data = load_vision_datasets(data_args)
+    with training_args.main_process_first(desc="resolving the dataset"):  # the image check runs once, then is cached
+        data = load_vision_datasets(data_args)
     if data.eval is None or "label" not in data.train.column_names or "label" not in data.eval.column_names:
         raise ValueError(
             "Evaluation needs labelled train and eval splits: pass --label_column_name, or a dataset with labels."

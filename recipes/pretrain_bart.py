@@ -36,7 +36,7 @@ from hfssl.data.denoising import build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.models.bart import bart_collator
 from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
-from hfssl.training.finish import finish_run
+from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
     build_language_model,
@@ -132,6 +132,7 @@ def main(argv=None):
         preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
     )
     metrics = train_and_evaluate(trainer, training_args, eval_examples is not None)
+    export_backbone(trainer, model, tokenizer)  # every process: gathered under FSDP, checked finite
     if trainer.is_world_process_zero():
         if eval_examples is not None and bart_args.num_reconstructions > 0:
             rows = reconstruct(
@@ -148,7 +149,6 @@ def main(argv=None):
             trainer.log_metrics("generate", exact)
             trainer.save_metrics("generate", exact)
             metrics.update(exact)
-        model.export_backbone(os.path.join(training_args.output_dir, "backbone"), tokenizer)
     card = lambda write: write_language_model_card(
         training_args.output_dir,
         model,

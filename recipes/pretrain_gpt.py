@@ -146,12 +146,17 @@ def generate_sample(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
     context = getattr(model.backbone.config, "max_position_embeddings", None)
     room = None if context is None else context - encoded["input_ids"].shape[1]
+    if room is not None and room <= 0:
+        logger.warning(
+            "The prompt %r fills the model's context of %d positions: no sample generated.", prompt, context
+        )
+        return prompt
     if room is not None and max_new_tokens > room:
         logger.warning(
             "--generation_max_new_tokens %d does not fit the model's context of %d positions after the prompt; "
-            "generating %d tokens.", max_new_tokens, context, max(room, 0),
+            "generating %d tokens.", max_new_tokens, context, room,
         )  # fmt: skip
-        max_new_tokens = max(room, 0)
+        max_new_tokens = room
     model.eval()
     output = model.generate(
         **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id

@@ -31,6 +31,7 @@ from hfssl.data.word2vec import SENTENCE_UNITS, SentenceCollator, SentenceDatase
 from hfssl.tokenization import WORD_PATTERN, train_word_level_tokenizer
 from hfssl.training import Word2VecTrainer, Word2VecTrainingArguments, parse_recipe_arguments, resumed_checkpoint
 from hfssl.training.finish import finish_run
+from hfssl.training.guards import require_finite_weights
 from hfssl.training.model_card import training_summary, write_word2vec_model_card
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def main(argv=None):
     metrics["words_per_second"] = train_metrics["words_per_second"]
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=True)
+    require_finite_weights(model, "vectors.txt", trainer.accelerator)
     neighbours = model.most_similar([w.strip() for w in w2v_args.most_similar_words.split(",") if w.strip()], topn=10)
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "most_similar.json"), "w") as handle:

@@ -222,9 +222,44 @@ def test_a_new_run_is_refused_over_a_finished_or_unfinished_run(tmp_path):
     SSLTrainingArguments(output_dir=str(unfinished), use_cpu=True, resume_from_checkpoint="true")
     SSLTrainingArguments(output_dir=str(tmp_path / "logs-only"), use_cpu=True)
     SSLTrainingArguments(output_dir=str(finished), use_cpu=True, overwrite_output_dir=True)
-    assert not (finished / "checkpoint-4").exists() and (finished / "trainer_state.json").exists()
+    assert (finished / "checkpoint-4").exists()  # nothing is deleted until the new run can start
     with pytest.raises(ValueError, match="--nan_policy must be one of stop, skip"):
         SSLTrainingArguments(output_dir=str(tmp_path / "x"), use_cpu=True, nan_policy="ignore")
+
+
+def test_overwrite_output_dir_clears_the_previous_run_only_once_the_new_one_can_start(tmp_path):
+    run = tmp_path / "run"
+    for name in ("checkpoint-8", "backbone"):
+        (run / name).mkdir(parents=True)
+    for name in ("trainer_state.json", "model.safetensors", "all_results.json", "notes.txt"):
+        (run / name).write_text("previous run")
+    refused, _ = toy_trainer(tmp_path, overwrite_output_dir=True, learning_rate=0.0)
+    with pytest.raises(ValueError, match="--learning_rate 0.0"):
+        refused.train()
+    assert (run / "checkpoint-8").is_dir() and (run / "model.safetensors").read_text() == "previous run"
+    trainer, _ = toy_trainer(tmp_path, overwrite_output_dir=True, max_steps=2)
+    trainer.train()
+    assert not (run / "checkpoint-8").exists() and not (run / "backbone").exists()
+    assert not (run / "all_results.json").exists() and (run / "notes.txt").exists()  # only a run's own outputs go
+
+
+class EmbeddingToyModel(GuardToyModel):
+    def forward(self, x, y):
+        output = super().forward(x, y)
+        output["embeddings"] = self.linear(x).repeat(1, 4) * (output.loss / output.loss.detach())
+        return output
+
+
+def test_a_skipped_step_logs_no_monitors_from_its_non_finite_embeddings(tmp_path):
+    args = SSLTrainingArguments(
+        output_dir=str(tmp_path / "run"), per_device_train_batch_size=8, max_steps=4, learning_rate=0.05,
+        save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, disable_tqdm=True, nan_policy="skip",
+    )  # fmt: skip
+    model = EmbeddingToyModel(GuardToyConfig(bad_steps=[2]))
+    trainer = SSLTrainer(model=model, args=args, train_dataset=toy_rows())
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert "embedding_std" in logged[0] and "embedding_std" not in logged[1] and "embedding_std" in logged[2]
 
 
 # ---- each modality, through its recipe -------------------------------------------------------

@@ -44,7 +44,7 @@ from PIL import ImageFile
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_FOLDER = "hfssl_image_checks"
 # Below this many unchecked images a pool's start-up costs more than it saves.
 PARALLEL_MIN_IMAGES = 256
@@ -52,6 +52,8 @@ CHUNK_SIZE = 64
 # How many bad files an error message lists by name.
 SHOWN_BAD_IMAGES = 5
 READ_BATCH_SIZE = 1024
+# Images decoded per round: bounds the in-memory bytes of Hub splits held at once.
+DECODE_WINDOW = 8192
 
 # A file to decode (its path) or in-memory bytes.
 _Source = Union[str, bytes]
@@ -153,7 +155,7 @@ def cache_path(source_description: str, cache_dir: Optional[str]) -> str:
 
 
 def _read_cache(path: str) -> dict:
-    """The cached results, ``{"files": {path: [size, mtime_ns, error]}, "bytes": {digest: error}}``;
+    """The cached results, ``{"files": {path: [size, mtime_ns, ctime_ns, inode, error]}, "bytes": {digest: error}}``;
     an unreadable or outdated cache counts as empty (it is only ever a shortcut)."""
     try:
         with open(path) as handle:
@@ -182,8 +184,8 @@ def _cached_error(item: _Item, cache: dict) -> tuple[bool, Optional[str]]:
     if item.stamp is None:
         return (True, cache["bytes"][item.key]) if item.key in cache["bytes"] else (False, None)
     entry = cache["files"].get(item.key)
-    if entry is not None and entry[:2] == item.stamp:
-        return True, entry[2]
+    if entry is not None and entry[:-1] == item.stamp:
+        return True, entry[-1]
     return False, None
 
 
@@ -210,14 +212,15 @@ def _item(row: int, value: dict) -> _Item:
     path = os.path.abspath(path)
     try:
         stat = os.stat(path)
-        stamp = [stat.st_size, stat.st_mtime_ns]
+        # ctime and inode too: a copy that keeps size and mtime (cp -p, rsync -a, tar) still gets a new ctime
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     except OSError:
-        stamp = [-1, -1]
+        stamp = [-1, -1, -1, -1]
     return _Item(row, path, path, path, stamp)
 
 
 def _items(dataset: datasets.Dataset) -> Iterator[_Item]:
-    """The image values of ``dataset`` (undecoded), read in batches so memory stays bounded."""
+    """The image values of ``dataset`` (undecoded), read in batches."""
     images = dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     row = 0
     for batch in images.iter(batch_size=READ_BATCH_SIZE):
@@ -234,24 +237,30 @@ def find_bad_images(
     Images already checked in ``cache_file`` (same file, same size and modification time; same
     bytes) are not decoded again; the others are decoded in parallel and added to the cache."""
     cache = _read_cache(cache_file) if cache_file else {"files": {}, "bytes": {}}
-    bad, unchecked = [], []
-    for item in _items(dataset):
-        found, error = _cached_error(item, cache)
-        if not found:
-            unchecked.append(item)
-        elif error is not None:
-            bad.append(BadImage(item.row, item.name, error))
-    if unchecked:
-        logger.info(
-            "Checking that %d images decode before training (%d more known from the cache).",
-            len(unchecked),
-            len(dataset) - len(unchecked),
-        )
-        errors = decode_errors([item.source for item in unchecked], num_workers)
-        for item, error in zip(unchecked, errors):
+    bad, window, checked = [], [], 0
+
+    def decode_window() -> None:  # in windows, so that in-memory image bytes are held a window at a time
+        for item, error in zip(window, decode_errors([item.source for item in window], num_workers)):
             _remember(item, error, cache)
             if error is not None:
                 bad.append(BadImage(item.row, item.name, error))
+        window.clear()
+
+    for item in _items(dataset):
+        found, error = _cached_error(item, cache)
+        if not found:
+            if not checked:
+                logger.info("Checking that the images of a %d-row split decode before training.", len(dataset))
+            checked += 1
+            window.append(item)
+            if len(window) >= DECODE_WINDOW:
+                decode_window()
+        elif error is not None:
+            bad.append(BadImage(item.row, item.name, error))
+    if window:
+        decode_window()
+    if checked:
+        logger.info("Decoded %d images (%d more known from the cache).", checked, len(dataset) - checked)
         if cache_file:
             _write_cache(cache_file, cache)
     return sorted(bad, key=lambda image: image.row)

@@ -225,7 +225,7 @@ def load_text_datasets(args: TextDataArguments) -> TextDatasets:
 
     A local file that cannot be read (empty, a broken JSON/CSV line, bytes that are not UTF-8) is
     refused with the file, the line and the fix (:mod:`hfssl.data.text_check`); with
-    ``streaming=True`` it is checked up front, before any row is streamed.
+    ``streaming=True`` its first lines are checked up front, before any row is streamed.
 
     Raises ``ValueError`` naming the problem and the argument that fixes it.
     """
@@ -321,9 +321,13 @@ def _local_files(args: TextDataArguments) -> list[tuple[str, str]]:
     return [(path, flag) for path, flag in files if path]
 
 
-def _file_problem(path: str, flag: str) -> Optional[str]:
+# A streamed file is checked up front at its start only: a full pass is what --streaming avoids.
+STREAMING_CHECK_LINES = 10_000
+
+
+def _file_problem(path: str, flag: str, max_lines: Optional[int] = None) -> Optional[str]:
     builder, builder_kwargs = _file_format(path, flag)
-    return find_text_file_problem(path, flag, builder, builder_kwargs)
+    return find_text_file_problem(path, flag, builder, builder_kwargs, max_lines)
 
 
 @contextlib.contextmanager
@@ -356,7 +360,7 @@ def _file_source(args: TextDataArguments) -> _TextSource:
 
     def load_split(split: str) -> TextDataset:
         path, flag = files[split]
-        problem = _file_problem(path, flag) if args.streaming else None
+        problem = _file_problem(path, flag, STREAMING_CHECK_LINES) if args.streaming else None
         if problem is not None:  # a stream would hit it at some training step
             raise ValueError(problem)
         builder, builder_kwargs = _file_format(path, flag)

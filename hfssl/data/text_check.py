@@ -5,11 +5,11 @@ that are not UTF-8 as a generic ``DatasetGenerationError`` (or, for an empty ``.
 ``StopIteration``; for Latin-1 bytes in a ``.jsonl``, a ``UnicodeDecodeError`` later, when the
 text is first read). :func:`find_text_file_problem` reads the file once, line by line, and says
 what is wrong and where: the first line that is not UTF-8 (with its bytes), the first JSON line
-that does not parse, the first CSV row whose field count differs from the header's, or that the
+that does not parse, the first CSV row with more fields than the header, or that the
 file is empty.
 
 :mod:`hfssl.data.text` runs it only when loading failed (a file that loads costs nothing more),
-and up front for ``--streaming``, where the error would otherwise come at some training step.
+and up front for ``--streaming`` (its first lines), where the error would otherwise come at some training step.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
+import itertools
 import json
 import lzma
 import os
@@ -34,11 +35,16 @@ def open_binary(path: str) -> BinaryIO:
     return opener(path, "rb")
 
 
-def find_text_file_problem(path: str, flag: str, builder: str, builder_kwargs: dict) -> Optional[str]:
+def find_text_file_problem(
+    path: str, flag: str, builder: str, builder_kwargs: dict, max_lines: Optional[int] = None
+) -> Optional[str]:
     """What makes ``path`` (passed as ``flag``) unreadable by the ``datasets`` ``builder`` ("text",
-    "json" or "csv", with its ``builder_kwargs``), with the line and the fix; None when nothing is found."""
+    "json" or "csv", with its ``builder_kwargs``), with the line and the fix; None when nothing is found.
+    ``max_lines``: read only that many lines (a streamed file is checked at its start only)."""
     with open_binary(path) as handle:
         lines = _numbered_utf8_lines(handle, path, flag)
+        if max_lines is not None:
+            lines = itertools.islice(lines, max_lines)
         try:
             first = next(lines, None)
             if first is None:
@@ -73,8 +79,8 @@ def _chain(first, rest: Iterator) -> Iterator:
 def _numbered_utf8_lines(handle: BinaryIO, path: str, flag: str) -> Iterator[tuple[int, str]]:
     """(line number from 1, text) of each line; raises :class:`_Utf8Problem` at the first that is not UTF-8."""
     for number, raw in enumerate(handle, start=1):
-        try:
-            yield number, raw.decode("utf-8")
+        try:  # a byte-order mark is UTF-8 too, and datasets' readers accept it
+            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as error:
             raise _Utf8Problem(_encoding_message(path, flag, number, raw, error)) from error
 
@@ -131,14 +137,15 @@ def _json_document_problem(document: str, path: str, flag: str) -> Optional[str]
 
 
 def _csv_problem(lines: Iterator[tuple[int, str]], path: str, flag: str, separator: str) -> Optional[str]:
-    """The first row whose field count differs from the header's, or a quote left open."""
-    reader = csv.reader((text for _, text in lines), delimiter=separator, strict=True)
+    """The first row with more fields than the header (pandas, which datasets reads CSV with, fills
+    short rows and accepts loose quotes, but refuses these), or a row the csv module cannot read."""
+    reader = csv.reader((text for _, text in lines), delimiter=separator)
     header, start = None, 1
     try:
         for row in reader:
             if header is None:
                 header = row
-            elif row and len(row) != len(header):
+            elif len(row) > len(header):
                 return (
                     f"{flag} {path}: line {start} has {len(row)} fields where the header has {len(header)} "
                     f"({separator!r}-separated). Quote the fields that contain {separator!r}, or repair or drop line "

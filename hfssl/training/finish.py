@@ -36,7 +36,7 @@ def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
     """``model.export_backbone`` into ``<output_dir>/backbone`` (written by the main process), with its
     tokenizer or image processor beside it. Call it on every process: under FSDP the full weights are
     gathered from all of them first."""
-    require_finite_weights(model, "the backbone")
+    require_finite_weights(model, "the backbone", trainer.accelerator)
     state_dict = None
     if getattr(trainer, "is_fsdp_enabled", False):
         prefix = "backbone."

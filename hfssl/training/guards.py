@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -33,6 +34,15 @@ NAN_POLICIES = ("stop", "skip")
 MAX_CONSECUTIVE_SKIPS = 10
 # Files a finished run leaves at the top of its --output_dir (Trainer.save_state, save_model).
 FINISHED_RUN_FILES = ("trainer_state.json", "model.safetensors", "model.safetensors.index.json")
+# What --overwrite_output_dir deletes of the previous run before the new one's first step (the rest is replaced).
+PREVIOUS_RUN_OUTPUTS = (
+    *FINISHED_RUN_FILES,
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "data_results.json",
+    "backbone",
+)
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -59,11 +69,15 @@ class RunGuardArguments:
         },
     )
 
+    # Evaluation recipes that reuse training arguments set this False: they write results, not runs.
+    guards_output_dir: ClassVar[bool] = True
+
     def check_run_guards(self) -> None:
         """Validate the guard fields and protect ``output_dir``; call from ``__post_init__``."""
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"--nan_policy must be one of {', '.join(NAN_POLICIES)}, got {self.nan_policy!r}.")
-        refuse_to_replace_run(self)
+        if self.guards_output_dir:
+            refuse_to_replace_run(self)
 
 
 # ---- the output directory ---------------------------------------------------------------------
@@ -81,27 +95,23 @@ def _checkpoint_folders(output_dir: str) -> list[str]:
     )
 
 
-def refuse_to_replace_run(args) -> None:
-    """Raise when ``args.output_dir`` holds a finished run or another run's checkpoints and this run
-    neither resumes (``--resume_from_checkpoint``) nor asks to replace it (``--overwrite_output_dir``,
-    which deletes the old ``checkpoint-*`` folders, on the main process, so the runs never mix)."""
+def _previous_run(args) -> tuple[list[str], list[str]]:
+    """(checkpoint folders, finished-run files) of a previous run in ``args.output_dir`` that this run would replace."""
     output_dir = getattr(args, "output_dir", None)
     if not output_dir or not os.path.isdir(output_dir) or _is_resuming(args):
-        return
-    checkpoints = _checkpoint_folders(output_dir)
+        return [], []
     finished = [name for name in FINISHED_RUN_FILES if os.path.isfile(os.path.join(output_dir, name))]
-    if not checkpoints and not finished:
+    return _checkpoint_folders(output_dir), finished
+
+
+def refuse_to_replace_run(args) -> None:
+    """Raise when ``args.output_dir`` holds a finished run or another run's checkpoints and this run
+    neither resumes (``--resume_from_checkpoint``) nor asks to replace it (``--overwrite_output_dir``:
+    then :func:`remove_previous_run` clears it once the new run is known to be able to start)."""
+    checkpoints, finished = _previous_run(args)
+    if (not checkpoints and not finished) or getattr(args, "overwrite_output_dir", False):
         return
-    if getattr(args, "overwrite_output_dir", False):
-        if args.process_index == 0:
-            for name in checkpoints:
-                shutil.rmtree(os.path.join(output_dir, name))
-            if checkpoints:
-                logger.warning(
-                    "--overwrite_output_dir: deleted %d checkpoint folders of the previous run in %s (%s).",
-                    len(checkpoints), output_dir, ", ".join(checkpoints),
-                )  # fmt: skip
-        return
+    output_dir = args.output_dir
     what = "a finished run" if finished else "an unfinished run"
     held = ", ".join(finished + checkpoints[-3:]) + (" ..." if len(checkpoints) > 3 else "")
     last = get_last_checkpoint(output_dir)
@@ -109,8 +119,32 @@ def refuse_to_replace_run(args) -> None:
     raise ValueError(
         f"--output_dir {output_dir} holds {what} ({held}); starting a new run there would replace its model and card "
         f"and mix its checkpoints with the new run's. Pass {resume}a new --output_dir, or --overwrite_output_dir "
-        "to replace it (its checkpoint folders are deleted)."
+        "to replace it (its checkpoints, weights and results are deleted before the new run's first step)."
     )
+
+
+def remove_previous_run(trainer) -> None:
+    """With ``--overwrite_output_dir``, delete the previous run's checkpoints, weights, results and
+    ``backbone/`` (main process; the others wait), so that nothing of it can pass for the new run's."""
+    args = trainer.args
+    if not getattr(args, "overwrite_output_dir", False) or not getattr(args, "guards_output_dir", False):
+        return
+    checkpoints, finished = _previous_run(args)
+    if (checkpoints or finished) and trainer.is_world_process_zero():
+        removed = []
+        for name in [*checkpoints, *PREVIOUS_RUN_OUTPUTS]:
+            path = os.path.join(args.output_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.isfile(path):
+                os.remove(path)
+            else:
+                continue
+            removed.append(name)
+        logger.warning(
+            "--overwrite_output_dir: deleted the previous run's %s in %s.", ", ".join(removed), args.output_dir
+        )
+    trainer.accelerator.wait_for_everyone()
 
 
 # ---- before training --------------------------------------------------------------------------
@@ -165,7 +199,10 @@ def _last_good_checkpoint(output_dir: str) -> str:
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     if last is None:
         return "No checkpoint had been saved yet."
-    return f"The last good checkpoint is {last}: after the fix, resume from it with --resume_from_checkpoint {last}."
+    return (
+        f"The last good checkpoint is {last} (--resume_from_checkpoint {last} repeats this run's learning-rate schedule "
+        "and method settings; to change them, start a new run)."
+    )
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -218,6 +255,7 @@ class NonFiniteGuard(TrainerCallback):
     def _skip(self, model, step: int, problem: str) -> None:
         """Drop this step's update: optimizers skip parameters without a gradient (no momentum, no decay)."""
         model.zero_grad(set_to_none=True)
+        self.trainer._last_outputs = None  # the skipped batch's embeddings are not finite: no monitors from them
         self.skipped_steps += 1
         self.consecutive_skips += 1
         self.skipped_this_step = True
@@ -244,26 +282,27 @@ class NonFiniteGuard(TrainerCallback):
 
 
 # ---- before writing weights -------------------------------------------------------------------
-def require_finite_weights(model: nn.Module, where: str) -> None:
+def require_finite_weights(model: nn.Module, where: str, accelerator=None) -> None:
     """Raise before ``where`` is written when any floating-point weight or buffer of ``model`` is not finite.
 
-    Call it on every process: sharded weights (FSDP's DTensors) are checked shard by shard, and the
-    verdict is all-reduced, so all processes refuse together."""
-    bad = [
-        name
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
-        if tensor.is_floating_point() and not bool(torch.isfinite(_local(tensor.detach())).all())
-    ]
+    Sharded weights (FSDP's DTensors) are checked shard by shard; given the ``accelerator`` of a
+    multi-process run, the verdict is all-reduced so that all processes refuse together (then every
+    process must call it, as they do in the trainer's checkpoint saves and in the backbone export)."""
+    tensors = [(name, t) for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()]
+    finite = [torch.isfinite(_local(t.detach())).all() for _, t in tensors]
+    flags = torch.stack(finite).cpu().tolist() if finite else []  # one host sync for all tensors
+    bad = [name for (name, _), ok in zip(tensors, flags) if not ok]
     count = len(bad)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        total = torch.tensor([count], device=next(model.parameters()).device)
+    if accelerator is not None and accelerator.num_processes > 1:
+        total = torch.tensor([count], device=accelerator.device)
         torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
         count = int(total)
     if count:
         listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise NonFiniteTrainingError(
-            f"Refusing to write {where}: {count} weight tensors hold NaN or infinite values ({listed or 'on another process'}). "
-            "The run diverged; lower --learning_rate or set --max_grad_norm 1.0, and resume from an earlier checkpoint."
+            f"Refusing to write {where}: {count} weight tensors hold NaN or infinite values "
+            f"({listed or 'on another process'}). The run diverged: start a new run with a lower --learning_rate "
+            "(or --max_grad_norm 1.0) from an earlier checkpoint's weights or from scratch."
         )
 
 

@@ -33,7 +33,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..evaluation.frozen import frozen_feature_metrics
 from ..schedules import TrainingProgress
 from .checkpoints import check_resume_checkpoint
-from .guards import NonFiniteGuard, check_run_can_learn, refuse_run_without_steps, require_finite_weights
+from .guards import (
+    NonFiniteGuard,
+    check_run_can_learn,
+    refuse_run_without_steps,
+    remove_previous_run,
+    require_finite_weights,
+)
 from .model_card import HfsslModelCardMixin
 from .monitors import effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
@@ -75,7 +81,8 @@ class StepHooks(TrainerCallback):
         self._call("on_train_start", model, state.global_step, state.max_steps)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self._call("before_optimizer_step", model, state.global_step, state.max_steps)
+        if not self.trainer.nonfinite_guard.skipped_this_step:  # the guard runs first and may drop the step
+            self._call("before_optimizer_step", model, state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         skipped = self.trainer.accelerator.optimizer_step_was_skipped or self.trainer.nonfinite_guard.skipped_this_step
@@ -127,6 +134,7 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         skip`` the train metrics count the skipped steps (``nonfinite_steps_skipped``)."""
         model = self.accelerator.unwrap_model(self.model)
         check_run_can_learn(self, model)
+        remove_previous_run(self)  # --overwrite_output_dir, now that the new run can start
         checkpoint = (
             get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
         )
@@ -149,7 +157,8 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         return grad_norm
 
     def _save_checkpoint(self, model, trial):
-        require_finite_weights(self.accelerator.unwrap_model(self.model), f"checkpoint-{self.state.global_step}")
+        where = f"checkpoint-{self.state.global_step}"
+        require_finite_weights(self.accelerator.unwrap_model(self.model), where, self.accelerator)
         super()._save_checkpoint(model, trial)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
