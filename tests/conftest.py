@@ -9,16 +9,68 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# The full data sets (../shared/data/README.md lists them): HFSSL_DATA_DIR, by default ../shared/data beside the checkout.
+DATA_DIR = pathlib.Path(os.environ.get("HFSSL_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+SHARED_DATA = DATA_DIR  # the name older tests import
+# Small cuts of the same sets, kept in the repository (tests/fixtures/README.md): what a clone without the data runs on.
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+DATA_SETS = ("fashion-mnist", "corpus", "wordnet-supersenses", "emoji-captions")
+
+
+def has_full_data(name: str) -> bool:
+    """Whether the full set ``name`` is in HFSSL_DATA_DIR (else the tests read its fixture)."""
+    return (DATA_DIR / name).is_dir()
+
+
+def data_path(name: str) -> pathlib.Path:
+    """The folder of set ``name``: the full set when HFSSL_DATA_DIR holds it, else its in-repo fixture."""
+    return DATA_DIR / name if has_full_data(name) else FIXTURES / name
+
+
+def require_full_data(name: str, why: str) -> pathlib.Path:
+    """The full set ``name``, or a skip saying why the fixture cannot stand in for it."""
+    if not has_full_data(name):
+        pytest.skip(f"needs the full {name} set ({why}): set HFSSL_DATA_DIR to a folder holding {name}/")
+    return DATA_DIR / name
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(
-            f"The shared data folder is missing at {SHARED_DATA}; tests need ../shared/data beside the checkout."
-        )
-    return SHARED_DATA
+def shared_data(tmp_path_factory) -> pathlib.Path:
+    """A folder with the shared data layout (``corpus/train.jsonl.gz``, ``fashion-mnist/...``): HFSSL_DATA_DIR
+    when it holds every set, else one whose sets are the full ones where present and the fixtures otherwise."""
+    if all(has_full_data(name) for name in DATA_SETS):
+        return DATA_DIR
+    if not any(has_full_data(name) for name in DATA_SETS):
+        return FIXTURES
+    folder = tmp_path_factory.mktemp("data")
+    for name in DATA_SETS:
+        (folder / name).symlink_to(data_path(name), target_is_directory=True)
+    return folder
+
+
+def word_vector_figure_tolerances(figures: dict[str, float]) -> dict[str, float]:
+    """How far the six word-vector figures (``wordsim353_spearman``, ``simlex999_spearman``, ``analogy_accuracy`` and
+    their ``_oov_ratio``) computed by another code path from the same float32 vectors may be from ``figures``.
+
+    Cosine similarities computed by torch (MKL) and by gensim (numpy's OpenBLAS) differ in their last bit or two, and
+    so do those of OpenBLAS' own kernels (``OPENBLAS_CORETYPE=Haswell`` against another) and thread counts. Two pairs
+    whose float32 similarities are that close can swap ranks: measured, one swap moved SimLex-999's Spearman by
+    4.4e-6. One swap of adjacent ranks among n pairs changes the sum of squared rank differences by at most
+    2(n - 1), so Spearman by at most 12 / (n (n + 1)); three such swaps are allowed. An analogy whose two best
+    answers are that close can go either way: one question is allowed. The out-of-vocabulary ratios are counts:
+    exact.
+    """
+    from hfssl.evaluation.word_vectors import gensim_test_file, read_word_pairs
+
+    tolerances = {}
+    for name, filename in (("wordsim353", "wordsim353.tsv"), ("simlex999", "simlex999.txt")):
+        scored = round(len(read_word_pairs(gensim_test_file(filename))) * (1 - figures[f"{name}_oov_ratio"]))
+        tolerances[f"{name}_spearman"] = 3 * 12 / (scored * (scored + 1))
+        tolerances[f"{name}_oov_ratio"] = 1e-12
+    answered = round(19544 * (1 - figures["analogy_oov_ratio"]))  # questions-words.txt holds 19,544 analogies
+    tolerances["analogy_accuracy"] = 1 / answered + 1e-12
+    tolerances["analogy_oov_ratio"] = 1e-12
+    return tolerances
 
 
 def tiny_vit_config(image_size: int = 16, num_channels: int = 3) -> dict:
@@ -51,7 +103,7 @@ def tiny_convnext_config(num_channels: int = 3) -> dict:
 
 @pytest.fixture(scope="session")
 def corpus_documents(shared_data) -> list[str]:
-    """The shared corpus' training documents (1,767 texts, paragraphs separated by blank lines)."""
+    """The corpus' training documents (1,767 texts, or the fixture's 201; paragraphs separated by blank lines)."""
     import gzip
     import json
 

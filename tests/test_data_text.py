@@ -18,13 +18,18 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from conftest import has_full_data
 from transformers import HfArgumentParser, TrainingArguments
 
 from hfssl.data import TextDataArguments, TextDatasets, load_text_datasets
 from hfssl.data.text import wiki_to_plain_text
 
-CORPUS_TRAIN_DOCS = 1767
-CORPUS_VALIDATION_DOCS = 92
+# The full corpus, or its in-repo fixture (201 train and 30 validation documents, tests/fixtures/README.md):
+# documents, and documents of several paragraphs (Austen, Gutenberg, Wikipedia; a Bible chapter is one block).
+CORPUS_TRAIN_DOCS, CORPUS_VALIDATION_DOCS, CORPUS_TRAIN_MULTI_PARAGRAPH = (
+    (1767, 92, 444) if has_full_data("corpus") else (201, 30, 52)
+)
+VALIDATION_HELD_OUT = -(-CORPUS_VALIDATION_DOCS // 10)  # the default 10% of the validation file, rounded up
 ENWIKI_ARTICLES = 106  # of the 206 pages in gensim's dump; 99 redirects and 1 non-article page are skipped
 
 
@@ -57,9 +62,7 @@ def test_shared_corpus_from_files(corpus):
     first = corpus.train[0]["text"]
     assert isinstance(first, str) and len(first.split()) > 100
     # documents keep their paragraphs
-    assert (
-        sum("\n\n" in text for text in corpus.train["text"]) == 444
-    )  # Austen, Gutenberg, Wikipedia; a Bible chapter is one block
+    assert sum("\n\n" in text for text in corpus.train["text"]) == CORPUS_TRAIN_MULTI_PARAGRAPH
     assert f"{CORPUS_TRAIN_DOCS} train / {CORPUS_VALIDATION_DOCS} eval" in corpus.description
 
 
@@ -217,7 +220,7 @@ def test_streamed_training_examples_are_shuffled_each_epoch():
 def test_validation_split_percentage(shared_data):
     args = dict(train_file=_corpus(shared_data, "validation"), validation_split_percentage=10)
     data = _load(**args)
-    assert (len(data.train), len(data.eval)) == (CORPUS_VALIDATION_DOCS - 10, 10)  # ceil(9.2) held out
+    assert (len(data.train), len(data.eval)) == (CORPUS_VALIDATION_DOCS - VALIDATION_HELD_OUT, VALIDATION_HELD_OUT)
     assert not set(data.eval["text"]) & set(data.train["text"])
     assert _load(**args).eval["text"] == data.eval["text"]  # same seed, same split
     assert _load(**args, split_seed=1).eval["text"] != data.eval["text"]
@@ -231,9 +234,11 @@ def test_default_validation_hold_out(shared_data, caplog):
     path = _corpus(shared_data, "validation")
     with caplog.at_level(logging.INFO, logger="hfssl.data.splits"):
         data = _load(train_file=path)
-    assert (len(data.train), len(data.eval)) == (CORPUS_VALIDATION_DOCS - 10, 10)  # ceil(9.2)
-    assert f"{CORPUS_VALIDATION_DOCS - 10} train / 10 held-out eval documents" in data.description
-    assert "Held out 10 of the 92 train documents" in caplog.text and "--split_seed 42" in caplog.text
+    held_out = VALIDATION_HELD_OUT  # ceil(9.2) = 10 of the full corpus' 92
+    assert (len(data.train), len(data.eval)) == (CORPUS_VALIDATION_DOCS - held_out, held_out)
+    assert f"{CORPUS_VALIDATION_DOCS - held_out} train / {held_out} held-out eval documents" in data.description
+    assert f"Held out {held_out} of the {CORPUS_VALIDATION_DOCS} train documents" in caplog.text
+    assert "--split_seed 42" in caplog.text
     assert not set(data.eval["text"]) & set(data.train["text"])
     off = _load(train_file=path, validation_split_percentage=0)
     assert off.eval is None and len(off.train) == CORPUS_VALIDATION_DOCS and "no eval" in off.description

@@ -14,17 +14,20 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import data_path, has_full_data
 from PIL import Image
 from transformers import HfArgumentParser, TrainingArguments
 
 from hfssl.data import ImageCollator, VisionDataArguments, VisionDatasets, load_vision_datasets, read_idx
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-FASHION_MNIST = SHARED_DATA / "fashion-mnist"
-EMOJI = SHARED_DATA / "emoji-captions"
-# the shared_data fixture (conftest.py) fails, rather than skips, when ../shared/data is missing
-requires_fashion = pytest.mark.usefixtures("shared_data")
-requires_emoji = pytest.mark.usefixtures("shared_data")
+# The full sets from HFSSL_DATA_DIR when there, else their in-repo cuts (tests/fixtures/README.md): Fashion-MNIST's
+# first 30 train and 10 test images of each class, the first 3 emoji of each of the 9 groups.
+FASHION_MNIST = data_path("fashion-mnist")
+FASHION_SPLITS, FASHION_PER_CLASS = (
+    ((60000, 10000), (6000, 1000)) if has_full_data("fashion-mnist") else ((300, 100), (30, 10))
+)
+EMOJI = data_path("emoji-captions")
+EMOJI_COUNT = 3655 if has_full_data("emoji-captions") else 27
 
 
 def _rgb(size, seed):
@@ -69,21 +72,21 @@ def digits() -> VisionDatasets:
 # ----------------------------------------------------------------------------- IDX
 
 
-@requires_fashion
 def test_fashion_mnist_idx_shapes_labels_and_balance(fashion):
-    assert (len(fashion.train), len(fashion.eval)) == (60000, 10000)
+    assert (len(fashion.train), len(fashion.eval)) == FASHION_SPLITS
     assert fashion.num_channels == 1
     assert fashion.label_names == [str(label) for label in range(10)]
-    assert fashion.description == f"IDX files from {FASHION_MNIST} (60000 train / 10000 eval)"
+    assert (
+        fashion.description == f"IDX files from {FASHION_MNIST} ({FASHION_SPLITS[0]} train / {FASHION_SPLITS[1]} eval)"
+    )
     row = fashion.train[0]
     assert row["image"].dtype == np.uint8 and row["image"].shape == (28, 28)
-    for split, per_class in ((fashion.train, 6000), (fashion.eval, 1000)):
+    for split, per_class in zip((fashion.train, fashion.eval), FASHION_PER_CLASS):
         labels = split.with_format("numpy")["label"][:]
         assert labels.min() == 0 and labels.max() == 9
         assert np.bincount(labels).tolist() == [per_class] * 10
 
 
-@requires_fashion
 @pytest.mark.parametrize("split, prefix", [("train", "train"), ("eval", "t10k")])
 def test_fashion_mnist_pixels_match_the_raw_gzip_bytes(fashion, split, prefix):
     images = gzip.decompress((FASHION_MNIST / f"{prefix}-images-idx3-ubyte.gz").read_bytes())
@@ -95,7 +98,6 @@ def test_fashion_mnist_pixels_match_the_raw_gzip_bytes(fashion, split, prefix):
         assert dataset[index]["label"] == labels[8 + index]
 
 
-@requires_fashion
 def test_fashion_mnist_through_a_dataloader(fashion):
     loader = torch.utils.data.DataLoader(fashion.train, batch_size=256, shuffle=True, collate_fn=ImageCollator())
     batch = next(iter(loader))
@@ -218,15 +220,17 @@ def test_corrupt_image_is_named_when_collated(tmp_path):
     corrupt = root / "b" / "zz_corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     args = VisionDataArguments(train_dir=str(root), validation_split_percentage=0, cache_dir=str(tmp_path / "cache"))
-    loaded = load_vision_datasets(args)
-    rows = list(loaded.train)
+    with pytest.raises(ValueError, match=str(corrupt)):  # the resolver's check finds it before training
+        load_vision_datasets(args)
+    # a file that goes bad after the check (or rows that bypass the resolver): the collator names it
+    folder = datasets.load_dataset("imagefolder", data_dir=str(root), split="train", cache_dir=str(tmp_path / "cache"))
+    rows = list(folder.cast_column("image", datasets.Image(decode=False)))
     assert rows[-1]["image"]["path"] == str(corrupt)
     ImageCollator()(rows[:-1])
     with pytest.raises(ValueError, match=f"Cannot decode image {corrupt}.*re-encode"):
         ImageCollator()(rows)
 
 
-@requires_emoji
 def test_emoji_captions_with_a_string_label_column(tmp_path_factory):
     args = VisionDataArguments(
         train_dir=str(EMOJI),
@@ -235,7 +239,7 @@ def test_emoji_captions_with_a_string_label_column(tmp_path_factory):
         cache_dir=str(tmp_path_factory.mktemp("emoji-cache")),
     )
     loaded = load_vision_datasets(args)
-    assert len(loaded.train) == 3655 and loaded.eval is None and loaded.num_channels == 3
+    assert len(loaded.train) == EMOJI_COUNT and loaded.eval is None and loaded.num_channels == 3
     assert len(loaded.label_names) == 9 and loaded.label_names == sorted(loaded.label_names)
     assert "Smileys & Emotion" in loaded.label_names
     assert loaded.train.column_names == ["image", "label"]
@@ -286,7 +290,6 @@ def test_image_size_of_digits(digits):
     assert digits.image_size == 8 and digits.num_channels == 1
 
 
-@requires_fashion
 def test_image_size_of_fashion_mnist(fashion):
     assert fashion.image_size == 28 and fashion.num_channels == 1
 

@@ -7,7 +7,7 @@ import re
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, word_vector_figure_tolerances
 
 from hfssl import Word2VecModel
 from hfssl.evaluation.word_vectors import gensim_test_file
@@ -73,8 +73,9 @@ def test_every_source_gives_gensims_figures(source, sources, tmp_path, capsys):
     )
     expected = sources["expected"]
     assert set(metrics) == set(METRICS)
+    tolerances = word_vector_figure_tolerances(expected)  # float32 from another BLAS: a few near-tied ranks may swap
     for name in METRICS:
-        assert metrics[name] == pytest.approx(expected[name], abs=1e-9), name
+        assert metrics[name] == pytest.approx(expected[name], abs=tolerances[name]), name
     assert expected["analogy_accuracy"] > 0 and expected["wordsim353_oov_ratio"] < 1  # something was actually scored
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert {name: results[name] for name in METRICS} == metrics
@@ -92,8 +93,9 @@ def test_restrict_vocab_is_gensims(sources, tmp_path):
     metrics = evaluate_word2vec.main([*sources["gensim"], "--output_dir", str(tmp_path), "--restrict_vocab", "1500"])
     expected = gensim_metrics(sources["keyed"], restrict_vocab=1500)
     assert expected["wordsim353_oov_ratio"] > sources["expected"]["wordsim353_oov_ratio"]  # the restriction bites
+    tolerances = word_vector_figure_tolerances(expected)
     for name in METRICS:
-        assert metrics[name] == pytest.approx(expected[name], abs=1e-9), name
+        assert metrics[name] == pytest.approx(expected[name], abs=tolerances[name]), name
 
 
 def test_zero_or_two_sources_is_an_error(sources, tmp_path):

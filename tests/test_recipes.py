@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_full_data
 from transformers import AutoImageProcessor, AutoModel
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
@@ -19,6 +19,7 @@ COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--datal
 
 
 def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
+    require_full_data("fashion-mnist", "it trains on 6,000 images and scores 1,000")
     data = [
         "--idx_dir",
         str(shared_data / "fashion-mnist"),

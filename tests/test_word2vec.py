@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, launch_two_processes
+from conftest import REPO_ROOT, launch_two_processes, require_full_data, word_vector_figure_tolerances
 from transformers import AutoModel, AutoTokenizer
 
 from hfssl import Word2VecConfig, Word2VecModel
@@ -437,16 +437,20 @@ def test_word_vector_metrics_equal_gensims_evaluation(corpus_documents):
     sentences = [re.findall(r"[a-z]+", p.lower()) for d in corpus_documents[:400] for p in d.split("\n\n")]
     keyed = Word2Vec(sentences, vector_size=20, min_count=3, epochs=1, workers=1, seed=1).wv
     ours = word_vector_metrics(keyed.index_to_key, torch.from_numpy(keyed.vectors))
+    gensims = {}
     for name in ("wordsim353", "simlex999"):
         pearson, spearman, oov_percent = keyed.evaluate_word_pairs(
             gensim_test_file(f"{name}.tsv" if name == "wordsim353" else f"{name}.txt")
         )
-        assert ours[f"{name}_spearman"] == pytest.approx(spearman.statistic, abs=1e-9)
-        assert ours[f"{name}_oov_ratio"] == pytest.approx(oov_percent / 100, abs=1e-9)
+        gensims[f"{name}_spearman"], gensims[f"{name}_oov_ratio"] = spearman.statistic, oov_percent / 100
     accuracy, sections = keyed.evaluate_word_analogies(gensim_test_file("questions-words.txt"))
-    assert ours["analogy_accuracy"] == pytest.approx(accuracy, abs=1e-12)
     answered = sum(len(s["correct"]) + len(s["incorrect"]) for s in sections if s["section"] != "Total accuracy")
-    assert ours["analogy_oov_ratio"] == pytest.approx(1 - answered / 19544, abs=1e-12)
+    gensims["analogy_accuracy"], gensims["analogy_oov_ratio"] = accuracy, 1 - answered / 19544
+    # float32 similarities from torch and from gensim's BLAS may differ in the last bits and swap near-tied ranks:
+    # the tolerances allow a few such swaps and no more (conftest.word_vector_figure_tolerances)
+    tolerances = word_vector_figure_tolerances(gensims)
+    for name, expected in gensims.items():
+        assert ours[name] == pytest.approx(expected, abs=tolerances[name]), name
 
 
 def test_trainer_refuses_settings_that_break_word2vecs_update(tmp_path):
@@ -473,6 +477,7 @@ def _recipe_arguments(shared_data, output, *extra):
 
 
 def test_training_on_the_corpus_beats_random_vectors(tmp_path, shared_data):
+    require_full_data("corpus", "its margins and OOV ratio were measured on all 1,767 documents")
     output = tmp_path / "cbow"
     metrics = pretrain_word2vec.main(
         _recipe_arguments(shared_data, output, "--sg", "0", "--num_train_epochs", "2", "--save_strategy", "no")
