@@ -34,6 +34,7 @@ from hfssl.evaluation.model_kind import require_model_kind
 from hfssl.models.vision import VisionSSLConfig
 from hfssl.preprocessing import eval_transform_from_pretrained
 from hfssl.training import SSLTrainingArguments, parse_recipe_arguments
+from hfssl.training.argument_checks import require_int_flag, require_real_flag
 
 logger = logging.getLogger(__name__)
 PROTOCOLS = (*FROZEN_PROTOCOLS, "finetune")
@@ -60,6 +61,13 @@ class EvaluationModelArguments:
     finetune_min_crop_scale: float = field(
         default=0.5, metadata={"help": "Random resized crop scale floor during fine-tuning."}
     )
+
+    def __post_init__(self):
+        if self.image_size is not None:
+            require_int_flag(self, "image_size", 1, "the input side in pixels")
+        require_real_flag(
+            self, "finetune_min_crop_scale", 0, 1, low_open=True, hint="the smallest area share of a crop"
+        )
 
 
 def load_feature_extractor(args: EvaluationModelArguments) -> PooledBackbone:

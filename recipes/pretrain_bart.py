@@ -36,6 +36,7 @@ from hfssl.data.denoising import build_denoising_examples
 from hfssl.evaluation.metric_modules import compute_accuracy
 from hfssl.models.bart import bart_collator
 from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
+from hfssl.training.argument_checks import require_int_flag
 from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
@@ -79,6 +80,9 @@ class BartArguments:
     num_reconstructions: int = field(
         default=4, metadata={"help": "Validation examples reconstructed with generate() for reconstructions.json."}
     )
+
+    def __post_init__(self):
+        require_int_flag(self, "num_reconstructions", 0, "validation examples restored with generate(); 0 for none")
 
 
 def reconstruction_accuracy(eval_prediction) -> dict[str, float]:

@@ -30,6 +30,7 @@ from hfssl import METHODS
 from hfssl.data import TextDataArguments, load_text_datasets, shuffle_stream
 from hfssl.data.packing import pack_documents
 from hfssl.training import PretrainingArguments, SSLTrainer, parse_recipe_arguments
+from hfssl.training.argument_checks import require_int_flag
 from hfssl.training.finish import export_backbone, finish_run
 from hfssl.training.language_models import (
     LanguageModelArguments,
@@ -51,6 +52,10 @@ class GPTArguments:
         default="The", metadata={"help": "Prompt of the sample continuation written to generated.txt."}
     )
     generation_max_new_tokens: int = field(default=40, metadata={"help": "Tokens generated for the sample."})
+
+    def __post_init__(self):
+        require_int_flag(self, "block_size", 2, "a block of one token has no next token to predict")
+        require_int_flag(self, "generation_max_new_tokens", 1, "tokens of the sample continuation")
 
 
 def main(argv=None):

@@ -28,6 +28,7 @@ from hfssl.evaluation.baselines import frozen_metrics_with_baselines
 from hfssl.models.builder import build_vision_ssl_model, resolve_vision_backbone
 from hfssl.preprocessing import make_image_processor
 from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
+from hfssl.training.argument_checks import require_int_flag
 from hfssl.training.finish import export_backbone, finish_run, train_and_save_state
 from hfssl.training.model_card import training_summary, write_model_card
 
@@ -62,6 +63,10 @@ class ModelArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.image_size is not None:
+            require_int_flag(self, "image_size", 1, "the side of the square views in pixels")
+
 
 @dataclass
 class EvaluationArguments:
@@ -80,6 +85,10 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "Cap on labelled train images used as kNN memory bank during training evaluations."},
     )
+
+    def __post_init__(self):
+        if self.knn_max_train_samples is not None:
+            require_int_flag(self, "knn_max_train_samples", 1, "images in the kNN memory bank; leave unset for all")
 
 
 def main(argv=None):

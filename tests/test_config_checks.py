@@ -2,6 +2,7 @@
 hfssl's training arguments: a bad value fails at once, naming the field, the value and the valid range,
 before any run can train a reversed or empty objective."""
 
+import importlib
 import json
 import re
 import sys
@@ -272,3 +273,23 @@ def test_word2vec_flags_out_of_range_fail_before_training(tmp_path, small_corpus
             "--output_dir", str(output), *COMMON,
         ])  # fmt: skip
     assert _holds_no_model(output)
+
+
+@pytest.mark.parametrize(
+    "recipe, flag, value, expected",
+    [
+        ("pretrain_vision", "--knn_max_train_samples", "0", "--knn_max_train_samples must be an int >= 1"),
+        ("pretrain_vision", "--image_size", "0", "--image_size must be an int >= 1"),
+        ("evaluate_vision", "--finetune_min_crop_scale", "0", "--finetune_min_crop_scale must be in (0, 1]"),
+        ("evaluate_vision", "--image_size", "-3", "--image_size must be an int >= 1"),
+        ("pretrain_gpt", "--generation_max_new_tokens", "0", "--generation_max_new_tokens must be an int >= 1"),
+        ("pretrain_gpt", "--block_size", "1", "--block_size must be an int >= 2"),
+        ("pretrain_bart", "--num_reconstructions", "-1", "--num_reconstructions must be an int >= 0"),
+    ],
+)
+def test_recipe_flags_out_of_range_fail_while_parsing(tmp_path, recipe, flag, value, expected):
+    module = importlib.import_module(recipe)
+    extra = ["--model_name_or_path", str(tmp_path / "absent")] if recipe == "evaluate_vision" else []
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        module.main([flag, value, *extra, "--output_dir", str(tmp_path / "run"), *COMMON])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
