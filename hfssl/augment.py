@@ -100,6 +100,15 @@ def simclr_recipe(image_size: int, color_jitter_strength: float = 1.0) -> ViewRe
     )
 
 
+def moco_v2_recipe(image_size: int, min_crop_scale: float = 0.2) -> ViewRecipe:
+    """MoCo v2's augmentation (Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning"),
+    which SimSiam keeps (Chen & He 2021, appendix A): random resized crop (``min_crop_scale``-1), flip,
+    colour jitter (0.4, 0.4, 0.4, 0.1) with p=0.8, greyscale with p=0.2, Gaussian blur (sigma 0.1-2) with
+    p=0.5. As :func:`simclr_recipe`, images of 32 pixels or less get no blur (the papers' CIFAR setting)."""
+    blurs = _check_size(image_size, "image_size") > 32
+    return ViewRecipe(crop_scale=(min_crop_scale, 1.0), blur_probability=0.5 if blurs else 0.0)
+
+
 # Colour jitter of BYOL (Grill et al. 2020, table 6), which DINO (Caron et al. 2021) keeps.
 _BYOL_JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
 

@@ -9,7 +9,10 @@ temperature and weight decay) implement the optional step hooks that
 * ``before_optimizer_step(progress)``: after the gradients of a step are complete (and clipped),
   before the optimizer uses them: e.g. drop the gradients of a layer frozen for the first epoch;
 * ``after_optimizer_step(progress)``: after each optimizer step: EMA teacher updates, queues,
-  centres, and schedules set for the next step.
+  centres, and schedules set for the next step;
+* ``weight_decay_at(progress) -> float``: the weight decay of the step about to be taken (DINO's
+  cosine 0.04 -> 0.4); StepHooks writes it into the optimizer's groups of decayed parameters (not
+  biases, norms, tokens) before each optimizer step, in place of ``--weight_decay``.
 
 Only optimizer steps trigger them: with gradient accumulation, a step is one update, not a micro-batch.
 The values are functions of the step alone, so resuming and accumulation reproduce the run.
@@ -26,10 +29,20 @@ from torch import nn
 
 
 class TrainingProgress(NamedTuple):
-    """Where training stands: ``step`` optimizer steps completed out of ``total_steps``."""
+    """Where training stands: ``step`` optimizer steps completed out of ``total_steps``;
+    ``steps_per_epoch``: optimizer steps in one pass over the training set (None when unknown, e.g. a
+    streamed data set), for schedules the papers give in epochs (DINO's frozen last layer)."""
 
     step: int
     total_steps: int
+    steps_per_epoch: int | None = None
+
+    def epochs_to_steps(self, epochs: float) -> int:
+        """``epochs`` in optimizer steps (rounded), or in shares of the run when the epoch length is
+        unknown (``epochs`` / 100 of ``total_steps``: the papers' runs are 100 epochs or more)."""
+        if self.steps_per_epoch:
+            return round(epochs * self.steps_per_epoch)
+        return round(epochs / 100 * self.total_steps)
 
     @property
     def fraction(self) -> float:
@@ -68,6 +81,16 @@ def teacher_copy(student: nn.Module) -> nn.Module:
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     return teacher
+
+
+@torch.no_grad()
+def reset_teacher(student: nn.Module, teacher: nn.Module) -> None:
+    """Make ``teacher`` equal to ``student`` again, parameters and buffers, in place: what a method with a
+    teacher does when training starts from step 0, so that weights loaded into the student after the
+    model was built (a pretrained backbone given to the recipe) reach the teacher too."""
+    update_momentum(student, teacher, 0.0)
+    for teacher_buffer, student_buffer in zip(teacher.buffers(), student.buffers()):
+        teacher_buffer.copy_(student_buffer)
 
 
 @torch.no_grad()

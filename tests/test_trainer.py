@@ -211,6 +211,34 @@ def test_collapse_monitors():
     assert effective_rank(spread) > 7.5
 
 
+def test_collapse_warning_names_the_cause_once_per_run(tmp_path, digits, caplog):
+    trainer = make_trainer(tmp_path, digits, save_strategy="no", learning_rate=1e-9)
+    head = trainer.model.projection_head.layers[-1]
+    with torch.no_grad():  # every image projects onto the bias: complete collapse
+        head.weight.zero_()
+        head.bias.copy_(torch.linspace(-1, 1, head.bias.numel()))
+    seen = []
+    trainer.model.on_train_start = seen.append  # a step hook: the progress it gets knows the epoch length
+    with caplog.at_level("WARNING", logger="hfssl.training.trainer"):
+        trainer.train()
+    assert seen[0].step == 0 and seen[0].total_steps == 4
+    assert seen[0].steps_per_epoch == len(digits.train) // 32  # the last partial batch is dropped
+    warnings = [record.message for record in caplog.records if "collapsed" in record.message]
+    assert len(warnings) == 1, warnings  # four collapsed logs, one warning
+    assert "at step 1" in warnings[0] and "1/sqrt(16)" in warnings[0] and "learning rate" in warnings[0]
+    assert all(log["embedding_std"] < 1e-3 for log in trainer.state.log_history if "loss" in log)
+
+
+def test_collapse_warning_threshold():
+    from hfssl.training.monitors import collapse_warning
+
+    assert collapse_warning(0.9 / 8, 64, 3) is None  # a healthy spread: 0.9 of 1/sqrt(64)
+    message = collapse_warning(1e-4, 64, 3, hint="the predictor is missing.")
+    assert message.startswith("The embeddings have collapsed at step 3") and message.endswith(
+        "the predictor is missing."
+    )
+
+
 def test_model_card_replaces_the_trainers_card_for_hub_pushes(tmp_path, digits):
     from hfssl.training.model_card import write_model_card
 

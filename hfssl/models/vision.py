@@ -79,12 +79,24 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
         """None: an image model has no token embeddings (accelerate's FSDP2 setup asks for them)."""
         return None
 
+    @property
+    def exported_backbone_name(self) -> str:
+        """The attribute holding the backbone :meth:`export_backbone` writes: ``"backbone"`` (the trained,
+        student network), or ``"teacher_backbone"`` for methods with an EMA teacher whose config sets
+        ``export_teacher`` (BYOL, MoCo, DINO: the teacher is a network of the same architecture)."""
+        return "teacher_backbone" if getattr(self.config, "export_teacher", False) else "backbone"
+
+    @property
+    def exported_network(self) -> str:
+        """``"student"`` or ``"teacher"``: which network's backbone is exported (the model card says it)."""
+        return "teacher" if self.exported_backbone_name == "teacher_backbone" else "student"
+
     def export_backbone(self, save_directory: str | os.PathLike, image_processor=None, state_dict=None) -> None:
-        """Write the backbone alone as a plain transformers checkpoint, with ``image_processor``
-        beside it (by default, the one saved in the checkpoint directory this model was loaded from):
-        ``transformers.AutoModel.from_pretrained(save_directory)`` loads it in a process that never
-        imported hfssl. ``state_dict``: the backbone's full weights when this model's are sharded (FSDP)."""
-        self.backbone.save_pretrained(save_directory, state_dict=state_dict)
+        """Write the backbone alone (``self.<exported_backbone_name>``) as a plain transformers checkpoint,
+        with ``image_processor`` beside it (by default, the one saved in the checkpoint directory this model
+        was loaded from): ``transformers.AutoModel.from_pretrained(save_directory)`` loads it in a process that
+        never imported hfssl. ``state_dict``: that backbone's full weights when this model's are sharded (FSDP)."""
+        getattr(self, self.exported_backbone_name).save_pretrained(save_directory, state_dict=state_dict)
         if image_processor is None:
             image_processor = saved_preprocessor(self, AutoImageProcessor)
         if image_processor is not None:

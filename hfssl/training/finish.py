@@ -39,7 +39,7 @@ def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
     require_finite_weights(model, "the backbone", trainer.accelerator)
     state_dict = None
     if getattr(trainer, "is_fsdp_enabled", False):
-        prefix = "backbone."
+        prefix = getattr(model, "exported_backbone_name", "backbone") + "."
         full = trainer.accelerator.get_state_dict(trainer.model)  # a collective; the full dict on process 0
         state_dict = {name[len(prefix) :]: value for name, value in full.items() if name.startswith(prefix)}
     if trainer.is_world_process_zero():

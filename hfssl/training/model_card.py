@@ -406,6 +406,18 @@ def _finish(output_dir: str, card: str, write: bool) -> str:
 # ----------------------------------------------------------------------------- per modality
 
 
+def _exported_network_sentence(model) -> str:
+    """For methods with an EMA teacher: which of the two networks ``backbone/`` holds."""
+    if not hasattr(model, "teacher_backbone"):
+        return ""
+    if model.exported_network == "teacher":
+        return (
+            " It is the **teacher** (the momentum-averaged network; `export_teacher=true`); the full model's "
+            "`get_image_features` uses the student."
+        )
+    return " It is the **student** (the network trained by gradient); `export_teacher=true` exports the teacher."
+
+
 def write_model_card(
     output_dir: str,
     model,
@@ -438,7 +450,7 @@ features = model.get_image_features(**processor(images, return_tensors="pt"))  #
 ```
 
 The `backbone/` folder is a plain transformers `{backbone_class}` that loads without hfssl:
-`AutoModel.from_pretrained("{name}", subfolder="backbone")`.
+`AutoModel.from_pretrained("{name}", subfolder="backbone")`.{_exported_network_sentence(model)}
 """
     card = build_card(
         name=name,

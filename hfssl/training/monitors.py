@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -24,3 +26,26 @@ def effective_rank(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
     singular_values = torch.linalg.svdvals(embeddings.float())
     p = singular_values / (singular_values.sum() + eps) + eps
     return torch.exp(-(p * p.log()).sum()).item()
+
+
+# A share of the uniform value 1/sqrt(D) below which the embeddings count as collapsed: a healthy run stays
+# at 0.3-1 of it (SimSiam's fig. 2 shows the collapsed curve at 0 and the working one near 1).
+COLLAPSE_STD_SHARE = 0.05
+
+GENERIC_COLLAPSE_HINT = (
+    "check the learning rate (too high), the augmentation (two views too alike) and the method's settings."
+)
+
+
+def collapse_warning(std: float, dim: int, step: int, hint: str | None = None) -> str | None:
+    """A warning when the :func:`embedding_std` ``std`` of (N, ``dim``) embeddings is below
+    :data:`COLLAPSE_STD_SHARE` of a uniform spread's 1/sqrt(dim), else None. ``hint``: the method's likely
+    causes (a model's ``collapse_hint``)."""
+    uniform = 1 / math.sqrt(dim)
+    if std >= COLLAPSE_STD_SHARE * uniform:
+        return None
+    return (
+        f"The embeddings have collapsed at step {step}: their std is {std:.2e}, against about {uniform:.3f} "
+        f"(1/sqrt({dim})) for embeddings spread over the sphere, so every image maps to nearly one point and "
+        f"the features will be useless downstream. Likely cause: {hint or GENERIC_COLLAPSE_HINT}"
+    )

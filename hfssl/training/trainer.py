@@ -10,7 +10,8 @@ adds what pretraining needs, for every method and modality:
 * the step hooks of the model (:class:`StepHooks`: EMA teachers, schedules, frozen layers);
 * optimizer groups without weight decay on biases, norms, tokens and position embeddings, and
   ``--use_lars``;
-* collapse monitors of the last training batch's embeddings in each training log;
+* collapse monitors of the last training batch's embeddings in each training log, and a warning
+  (once per run) when they collapse;
 * with a labelled ``knn_train_dataset`` and eval split, weighted-kNN accuracy at each evaluation
   (image methods);
 * hfssl's model card.
@@ -22,6 +23,8 @@ left to it.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
@@ -41,9 +44,11 @@ from .guards import (
     require_finite_weights,
 )
 from .model_card import HfsslModelCardMixin
-from .monitors import effective_rank, embedding_std
+from .monitors import collapse_warning, effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
 from .transform_trainer import TransformTrainer
+
+logger = logging.getLogger(__name__)
 
 MONITORED_OUTPUTS = ("embeddings", "features")
 
@@ -66,22 +71,60 @@ class StepHooks(TrainerCallback):
     ``on_train_start`` once when training starts or resumes, ``before_optimizer_step`` when a step's
     gradients are complete (clipped), ``after_optimizer_step`` after each optimizer step that was
     taken (not after accumulation micro-steps, nor after a step the mixed-precision scaler skipped).
-    ``progress.step`` counts the optimizer steps completed so far."""
+    ``progress.step`` counts the optimizer steps completed so far.
+
+    Weight-decay schedules (DINO's 0.04 -> 0.4): a model that defines ``weight_decay_at(progress) -> float``
+    gets that value written into the ``weight_decay`` of the optimizer's groups of decayed parameters (those
+    whose every parameter is in ``trainer.get_decay_parameter_names``: the weight matrices, not biases,
+    norms, tokens or position embeddings) before each optimizer step, in place of ``--weight_decay``.
+    Models without it are untouched."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
+        self.steps_per_epoch = None
+        self.decayed_groups: list[int] = []  # indices of the optimizer groups a weight-decay schedule sets
 
     def _call(self, hook: str, model, step: int, total_steps: int) -> None:
         method = getattr(unwrap_model(model), hook, None)
         if method is not None:
-            method(TrainingProgress(step, total_steps))
+            method(TrainingProgress(step, total_steps, self.steps_per_epoch))
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         register_feature_forwards(model)
+        try:  # as Trainer counts an epoch's updates; a streamed data set has no length
+            self.steps_per_epoch = max(len(train_dataloader) // args.gradient_accumulation_steps, 1)
+        except TypeError:
+            self.steps_per_epoch = None
+        self.decayed_groups = self._decayed_groups(model)
         self._call("on_train_start", model, state.global_step, state.max_steps)
+
+    def _decayed_groups(self, model) -> list[int]:
+        """The optimizer groups that hold decayed parameters only, for a model with ``weight_decay_at``."""
+        model = unwrap_model(model)
+        if getattr(model, "weight_decay_at", None) is None or self.trainer.optimizer is None:
+            return []
+        names = set(self.trainer.get_decay_parameter_names(model))
+        decayed = {id(parameter) for name, parameter in model.named_parameters() if name in names}
+        groups = [
+            index
+            for index, group in enumerate(self.trainer.optimizer.param_groups)
+            if group["params"] and all(id(parameter) in decayed for parameter in group["params"])
+        ]
+        if not groups:
+            logger.warning(
+                "%s schedules its weight decay, but no optimizer group holds decayed parameters only: the schedule "
+                "is not applied.",
+                type(model).__name__,
+            )
+        return groups
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if not self.trainer.nonfinite_guard.skipped_this_step:  # the guard runs first and may drop the step
+            schedule = getattr(unwrap_model(model), "weight_decay_at", None)
+            if schedule is not None:
+                weight_decay = schedule(TrainingProgress(state.global_step, state.max_steps, self.steps_per_epoch))
+                for index in self.decayed_groups:
+                    self.trainer.optimizer.param_groups[index]["weight_decay"] = weight_decay
             self._call("before_optimizer_step", model, state.global_step, state.max_steps)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -106,6 +149,7 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         self.feature_transform = feature_transform
         self.knn_train_dataset = knn_train_dataset
         self._last_outputs = None
+        self._collapse_warned = False
         self._feature_dataloaders = {}  # id(dataset) -> (dataset, prepared loader), see feature_dataloader
         self.nonfinite_guard = NonFiniteGuard(self)
         self.add_callback(self.nonfinite_guard)  # before the step hooks: a skipped step must not reach them
@@ -213,9 +257,19 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
             if embeddings is not None:
                 logs["embedding_std"] = round(embedding_std(embeddings), 6)
                 logs["embedding_rank"] = round(effective_rank(embeddings), 3)
+                self._warn_once_if_collapsed(logs["embedding_std"], embeddings.shape[-1])
             if features is not None:
                 logs["feature_rank"] = round(effective_rank(features), 3)
         super().log(logs, start_time)
+
+    def _warn_once_if_collapsed(self, std: float, dim: int) -> None:
+        if self._collapse_warned:
+            return
+        hint = getattr(self.accelerator.unwrap_model(self.model), "collapse_hint", None)
+        message = collapse_warning(std, dim, self.state.global_step, hint)
+        if message is not None:
+            logger.warning(message)
+            self._collapse_warned = True
 
     # ---- evaluation -------------------------------------------------------------------------
     def evaluation_loop(
