@@ -14,8 +14,13 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 
 from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch_transform
 from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
+from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
+from .models.dino import DINOConfig, DINOModel, dino_batch_transform
 from .models.gpt import GPTConfig, GPTModel
+from .models.moco_v2 import MoCoV2Config, MoCoV2Model, moco_v2_batch_transform
+from .models.moco_v3 import MoCoV3Config, MoCoV3Model, moco_v3_batch_transform
 from .models.simclr import SimCLRConfig, SimCLRModel, simclr_batch_transform
+from .models.simsiam import SimSiamConfig, SimSiamModel, simsiam_batch_transform
 from .models.word2vec import Word2VecConfig, Word2VecModel, word2vec_batch_transform
 
 __version__ = "0.1.0"
@@ -48,6 +53,11 @@ class Method(NamedTuple):
 
 METHODS: dict[str, Method] = {
     "simclr": Method("image", SimCLRConfig, SimCLRModel, simclr_batch_transform),
+    "byol": Method("image", BYOLConfig, BYOLModel, byol_batch_transform),
+    "simsiam": Method("image", SimSiamConfig, SimSiamModel, simsiam_batch_transform),
+    "moco_v2": Method("image", MoCoV2Config, MoCoV2Model, moco_v2_batch_transform),
+    "moco_v3": Method("image", MoCoV3Config, MoCoV3Model, moco_v3_batch_transform),
+    "dino": Method("image", DINOConfig, DINOModel, dino_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
     "gpt": Method("text", GPTConfig, GPTModel),
     "bert": Method("text", BertPretrainingConfig, BertPretrainingModel, bert_batch_transform),
@@ -79,10 +89,20 @@ __all__ = [
     "BartPretrainingModel",
     "BertPretrainingConfig",
     "BertPretrainingModel",
+    "BYOLConfig",
+    "BYOLModel",
+    "DINOConfig",
+    "DINOModel",
     "GPTConfig",
     "GPTModel",
+    "MoCoV2Config",
+    "MoCoV2Model",
+    "MoCoV3Config",
+    "MoCoV3Model",
     "SimCLRConfig",
     "SimCLRModel",
+    "SimSiamConfig",
+    "SimSiamModel",
     "Word2VecConfig",
     "Word2VecModel",
     "__version__",

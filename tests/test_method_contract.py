@@ -18,6 +18,7 @@ from transformers import PreTrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.utils import ModelOutput
 
 import hfssl
+from hfssl.models.vision import VisionSSLConfig, VisionSSLPreTrainedModel
 from hfssl.schedules import TrainingProgress, cosine_schedule, linear_warmup, teacher_copy, update_momentum
 from hfssl.training import SSLTrainer, SSLTrainingArguments
 from hfssl.transforms import BatchTransform, CollateInStep, MultiViewTransform
@@ -237,7 +238,13 @@ def test_resumed_toy_run_equals_the_uninterrupted_one_teacher_included(tmp_path)
 
 def test_every_method_says_its_modality_and_builds_its_transform():
     assert set(hfssl.MODALITIES) >= {method.modality for method in hfssl.METHODS.values()}
-    assert hfssl.methods_of("image") == ["simclr"]
+    image_methods = hfssl.methods_of("image")
+    assert "simclr" in image_methods and image_methods == sorted(image_methods)
+    for name in image_methods:  # every image method is a vision SSL model with its own hfssl model type
+        method = hfssl.METHODS[name]
+        assert issubclass(method.config_class, VisionSSLConfig), name
+        assert issubclass(method.model_class, VisionSSLPreTrainedModel), name
+        assert method.config_class.model_type.startswith("hfssl_"), name
     assert hfssl.methods_of("text") == ["bart", "bert", "gpt"]
     model = hfssl.SimCLRModel(hfssl.SimCLRConfig(backbone_config=tiny_resnet_config(num_channels=1), image_size=12))
     transform = hfssl.METHODS["simclr"].batch_transform(model, None)
