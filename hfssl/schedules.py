@@ -10,6 +10,8 @@ temperature and weight decay) implement the optional step hooks that
   before the optimizer uses them: e.g. drop the gradients of a layer frozen for the first epoch;
 * ``after_optimizer_step(progress)``: after each optimizer step: EMA teacher updates, queues,
   centres, and schedules set for the next step;
+* ``after_skipped_step(progress)``: instead of it, after a step whose update was dropped (a non-finite
+  loss under ``--nan_policy skip``, or the mixed-precision scaler): discard what its forwards accumulated;
 * ``weight_decay_at(progress) -> float``: the weight decay of the step about to be taken (DINO's
   cosine 0.04 -> 0.4); StepHooks writes it into the optimizer's groups of decayed parameters (not
   biases, norms, tokens) before each optimizer step, in place of ``--weight_decay``.

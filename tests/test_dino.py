@@ -199,6 +199,11 @@ def test_after_a_step_the_teacher_is_the_ema_and_the_centre_moves_only_then():
     model(views=views)  # an evaluation forward
     model.after_optimizer_step(TrainingProgress(5, 10))  # nothing recorded: the centre stays
     assert torch.equal(model.center, center)
+    model.train()
+    model(views=views)  # a step whose update is then dropped (--nan_policy skip): its outputs are discarded
+    model.after_skipped_step(TrainingProgress(5, 10))
+    model.after_optimizer_step(TrainingProgress(6, 10))
+    assert torch.equal(model.center, center)
 
 
 def test_a_fresh_run_starts_the_teacher_from_the_student():

@@ -42,6 +42,7 @@ class GuardToyModel(PreTrainedModel):
         self.linear = nn.Linear(3, 1)
         self.forwards = 0
         self.hooked_steps = []
+        self.skipped_hook_steps = []
         self.post_init()
 
     def forward(self, x, y):
@@ -59,6 +60,9 @@ class GuardToyModel(PreTrainedModel):
 
     def after_optimizer_step(self, progress):
         self.hooked_steps.append(progress.step)
+
+    def after_skipped_step(self, progress):
+        self.skipped_hook_steps.append(progress.step)
 
 
 class WeightsAtEachStep(TrainerCallback):
@@ -118,6 +122,7 @@ def test_nan_policy_skip_drops_exactly_that_update_and_counts_it(tmp_path):
     )
     assert not torch.equal(recorder.weights[4], recorder.weights[3])  # the steps around them still learn
     assert trainer.model.hooked_steps == [1, 2, 4, 6]  # step hooks see only the steps that were taken
+    assert trainer.model.skipped_hook_steps == [3, 5]  # and the dropped ones get their own hook
     assert torch.isfinite(trainer.model.linear.weight).all()
 
 

@@ -70,7 +70,9 @@ class StepHooks(TrainerCallback):
     """Calls the model's optional step hooks (see :mod:`hfssl.schedules`) with the training progress:
     ``on_train_start`` once when training starts or resumes, ``before_optimizer_step`` when a step's
     gradients are complete (clipped), ``after_optimizer_step`` after each optimizer step that was
-    taken (not after accumulation micro-steps, nor after a step the mixed-precision scaler skipped).
+    taken (not after accumulation micro-steps, nor after a step the mixed-precision scaler skipped),
+    and ``after_skipped_step`` instead after a step that was not (``--nan_policy skip`` or the scaler):
+    the place to drop what the step's forwards accumulated (DINO's pending centre sums).
     ``progress.step`` counts the optimizer steps completed so far.
 
     Weight-decay schedules (DINO's 0.04 -> 0.4): a model that defines ``weight_decay_at(progress) -> float``
@@ -129,8 +131,8 @@ class StepHooks(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         skipped = self.trainer.accelerator.optimizer_step_was_skipped or self.trainer.nonfinite_guard.skipped_this_step
-        if not skipped:
-            self._call("after_optimizer_step", model, state.global_step, state.max_steps)
+        hook = "after_skipped_step" if skipped else "after_optimizer_step"
+        self._call(hook, model, state.global_step, state.max_steps)
 
 
 class SSLTrainer(HfsslModelCardMixin, TransformTrainer):

@@ -163,7 +163,7 @@ class DINOModel(VisionSSLPreTrainedModel):
         all-reduced, so every process computes the same centre, that of one process on the concatenated batch
         (unequal per-process batches included). A call without recorded outputs, or with non-finite ones,
         leaves the centre as it is (on every process alike). Called by :meth:`after_optimizer_step`; a step
-        that ``--nan_policy skip`` drops calls no hook, so its (finite) teacher outputs join the next step's mean."""
+        whose update was dropped discards its outputs instead (:meth:`after_skipped_step`)."""
         sums = self._teacher_output_sums
         self._teacher_output_sums = None
         if sums is None:  # every process takes part in the all-reduce, with or without outputs
@@ -219,6 +219,12 @@ class DINOModel(VisionSSLPreTrainedModel):
         """Freeze the last layer during the first ``freeze_last_layer_epochs``: drop its (clipped) gradients."""
         if progress.step < self.frozen_last_layer_steps(progress):
             self.head.cancel_last_layer_gradients()
+
+    def after_skipped_step(self, progress: TrainingProgress) -> None:
+        """A step whose update was dropped (``--nan_policy skip``, the fp16 scaler) leaves the centre as it is: its
+        teacher outputs, which may not be finite, are discarded rather than joined to the next step's mean. The
+        decision is the same on every process, so the all-reduces of the next update stay matched."""
+        self._teacher_output_sums = None
 
     def after_optimizer_step(self, progress: TrainingProgress) -> None:
         """Teacher ``<- m teacher + (1 - m) student`` with the m of the step just taken, the centre's update
