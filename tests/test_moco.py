@@ -27,6 +27,7 @@ from hfssl.backbones import pooled_features
 from hfssl.losses import info_nce, moco_v2_loss, moco_v3_contrastive, moco_v3_loss
 from hfssl.schedules import TrainingProgress, cosine_schedule
 from hfssl.training import SSLTrainer, SSLTrainingArguments
+from hfssl.training.guards import check_run_can_learn
 
 V2_HEADS = dict(projection_hidden_dim=16, projection_dim=8)
 V3_HEADS = dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16)
@@ -222,21 +223,22 @@ def test_the_queue_wraps_around_any_queue_size_and_skips_non_finite_keys():
     assert torch.equal(model.queue[slot - 1], keys[0])
 
 
-def test_a_queue_longer_than_an_epoch_is_warned_about(caplog):
-    torch.manual_seed(0)
-    for queue_size, warned in ((30, True), (24, False)):
+def test_a_queue_longer_than_an_epoch_is_warned_about_before_the_first_step(tmp_path, caplog):
+    rows = datasets.Dataset.from_dict({"pixel_values": torch.zeros(14, 1, 8, 8, dtype=torch.uint8).tolist()})
+    for queue_size, warned in ((30, True), (24, False)):  # 14 rows, batches of 6, the last dropped: 2 x 12 keys
         model = tiny_moco_v2(queue_size=queue_size)
-        model.on_train_start(TrainingProgress(0, 10, steps_per_epoch=2))
-        model(views=random_views())  # 12 keys a step, 24 an epoch
+        args = SSLTrainingArguments(
+            output_dir=str(tmp_path / str(queue_size)), per_device_train_batch_size=6, max_steps=1, use_cpu=True,
+            report_to="none", dataloader_drop_last=True,
+        )  # fmt: skip
+        trainer = SSLTrainer(model=model, args=args, train_dataset=rows)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="hfssl.models.moco_v2.modeling_moco_v2"):
-            model.after_optimizer_step(TrainingProgress(1, 10, steps_per_epoch=2))
-            model(views=random_views())
-            model.after_optimizer_step(TrainingProgress(2, 10, steps_per_epoch=2))
+            check_run_can_learn(trainer, model)
         messages = [r.getMessage() for r in caplog.records if "queue_size" in r.getMessage()]
-        assert len(messages) == (1 if warned else 0), messages  # once per run
+        assert len(messages) == (1 if warned else 0), messages
         if warned:
-            assert "30 is larger than the 24 keys one epoch enqueues" in messages[0]
+            assert "30 is larger than the 24 keys one epoch enqueues (2 views x 12 images)" in messages[0]
 
 
 # ---- momentum encoders: schedule and EMA --------------------------------------------------------

@@ -151,7 +151,9 @@ def remove_previous_run(trainer) -> None:
 def check_run_can_learn(trainer, model: nn.Module) -> None:
     """Refuse a run that cannot learn, before its first step: a zero (or negative) learning rate, a
     training set smaller than one global batch (no step would run), no step to run at all, or a
-    global batch below ``model.min_global_batch_size`` (e.g. SimCLR at 1: no negatives, loss 0)."""
+    global batch below ``model.min_global_batch_size`` (e.g. SimCLR at 1: no negatives, loss 0). A model
+    may check the training set's size itself: ``model.check_training_set(rows, global_batch, drop_last)``
+    (MoCo v2 warns when its queue outlasts an epoch)."""
     args = trainer.args
     if args.learning_rate <= 0:
         raise ValueError(
@@ -183,6 +185,9 @@ def check_run_can_learn(trainer, model: nn.Module) -> None:
             f"is dropped): no step would run. Lower --per_device_train_batch_size to at most "
             f"{max(rows // args.world_size, 1)}, or train on more data."
         )
+    check_training_set = getattr(model, "check_training_set", None)
+    if check_training_set is not None:
+        check_training_set(rows, global_batch, args.dataloader_drop_last)
 
 
 def refuse_run_without_steps(trainer) -> None:

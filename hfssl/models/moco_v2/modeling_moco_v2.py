@@ -120,9 +120,6 @@ class MoCoV2Model(VisionSSLPreTrainedModel):
         queue = F.normalize(torch.randn(config.queue_size, config.projection_dim), dim=1)
         self.register_buffer("queue", queue)  # (K, C)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
-        self._steps_per_epoch = None  # from on_train_start: for the one check that the queue spans < 1 epoch
-        self._keys_this_step = 0  # keys enqueued since the last optimizer step
-        self._queue_checked = False
 
     def forward(self, views: Sequence[torch.Tensor], return_loss: bool = True) -> MoCoV2Output:
         """
@@ -168,25 +165,22 @@ class MoCoV2Model(VisionSSLPreTrainedModel):
         finite = torch.isfinite(keys).all(dim=1, keepdim=True)
         self.queue[positions] = torch.where(finite, keys, self.queue[positions])
         self.queue_pointer.copy_((self.queue_pointer + count) % size)
-        self._keys_this_step += count
 
-    def _check_queue_spans_less_than_an_epoch(self) -> None:
-        """Warn (once) when the queue holds more keys than one epoch enqueues: the oldest queued keys are then
-        of the images of the current batch, which become negatives of themselves."""
-        self._queue_checked = True
-        if not self._steps_per_epoch or not self._keys_this_step:
-            return
-        keys_per_epoch = self._keys_this_step * self._steps_per_epoch
+    def check_training_set(self, rows: int, global_batch: int, drop_last: bool) -> None:
+        """Before the first step (:func:`hfssl.training.guards.check_run_can_learn`): warn when the queue holds
+        more keys than one epoch of ``rows`` images enqueues (2 views x the images of its full batches): the
+        oldest queued keys are then of the images of the current batch, which become negatives of themselves."""
+        images = rows // global_batch * global_batch if drop_last else rows
+        keys_per_epoch = 2 * images
         if self.config.queue_size > keys_per_epoch and rank() == 0:  # every process holds the same queue: once
             logger.warning(
-                "MoCo v2's queue_size %d is larger than the %d keys one epoch enqueues (%d a step x %d steps: 2 "
-                "views x the global batch): the queue holds keys of the same images as the current batch, which "
-                "then count as negatives of themselves. Lower queue_size to at most %d (--config_overrides "
-                "queue_size=N), or train on more images.",
+                "MoCo v2's queue_size %d is larger than the %d keys one epoch enqueues (2 views x %d images): the "
+                "queue holds keys of the same images as the current batch, which then count as negatives of "
+                "themselves. Lower queue_size to at most %d (--config_overrides queue_size=N), or train on more "
+                "images.",
                 self.config.queue_size,
                 keys_per_epoch,
-                self._keys_this_step,
-                self._steps_per_epoch,
+                images,
                 keys_per_epoch,
             )
 
@@ -199,16 +193,11 @@ class MoCoV2Model(VisionSSLPreTrainedModel):
             reset_teacher(self.backbone, self.teacher_backbone)
             reset_teacher(self.projection_head, self.teacher_projection_head)
         self.momentum = self.config.momentum
-        self._steps_per_epoch = progress.steps_per_epoch
-        self._keys_this_step, self._queue_checked = 0, False
 
     def after_optimizer_step(self, progress: TrainingProgress) -> None:
         """``theta_k <- m theta_k + (1 - m) theta_q`` (eq. 2), with the constant momentum m."""
         update_momentum(self.backbone, self.teacher_backbone, self.momentum)
         update_momentum(self.projection_head, self.teacher_projection_head, self.momentum)
-        if not self._queue_checked:
-            self._check_queue_spans_less_than_an_epoch()
-        self._keys_this_step = 0
 
 
 def moco_v2_batch_transform(model: MoCoV2Model, image_processor=None) -> MultiViewTransform:
