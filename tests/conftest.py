@@ -126,3 +126,30 @@ def launch_two_processes(recipe: str, arguments: list[str], cwd: pathlib.Path, t
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def assert_backbones_load_without_hfssl(backbones: dict, tmp_path: pathlib.Path, weight: str, class_name: str):
+    """Each exported folder ``tmp_path / name`` of ``backbones`` (name -> the module it was exported from) loads
+    with plain transformers ``AutoModel`` in a fresh process that never imports hfssl, as a ``class_name``,
+    with its ``weight`` tensor equal to the module's (the expected values travel as safetensors)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    expected = tmp_path / "expected_backbone_weights.safetensors"
+    save_file({name: module.state_dict()[weight].contiguous() for name, module in backbones.items()}, expected)
+    script = f"""
+import sys, torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+expected = load_file(r"{expected}")
+for folder, value in expected.items():
+    model = AutoModel.from_pretrained(r"{tmp_path}" + "/" + folder)
+    assert type(model).__name__ == "{class_name}", type(model)
+    assert torch.equal(model.state_dict()["{weight}"], value), folder
+assert "hfssl" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]

@@ -8,14 +8,12 @@ REAL_RUNS); this file stays under a minute on 2 cores.
 
 import json
 import math
-import subprocess
-import sys
 
 import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_resnet_config, tiny_vit_config
+from conftest import assert_backbones_load_without_hfssl, tiny_resnet_config, tiny_vit_config
 from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
@@ -499,20 +497,9 @@ def test_save_load_round_trip_keeps_the_centre_and_exports_student_or_teacher(tm
     assert model.exported_network == "teacher"
     model.export_backbone(tmp_path / "teacher")
     weights = "embedder.embedder.convolution.weight"
-    for folder, network in (("student", model.backbone), ("teacher", model.teacher_backbone)):
-        torch.save(network.state_dict()[weights], tmp_path / f"{folder}.pt")
-    script = f"""
-import sys, torch
-from transformers import AutoModel
-for folder in ("student", "teacher"):
-    model = AutoModel.from_pretrained(r"{tmp_path}" + "/" + folder)
-    assert type(model).__name__ == "ResNetModel", type(model)
-    assert torch.equal(model.state_dict()["{weights}"], torch.load(r"{tmp_path}" + "/" + folder + ".pt")), folder
-assert "hfssl" not in sys.modules
-print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+    assert_backbones_load_without_hfssl(
+        {"student": model.backbone, "teacher": model.teacher_backbone}, tmp_path, weights, "ResNetModel"
+    )
     assert not torch.equal(model.backbone.state_dict()[weights], model.teacher_backbone.state_dict()[weights])
 
 

@@ -10,14 +10,13 @@ per-process mean under DDP's gradient averaging is the global-batch mean: no 2-p
 
 import json
 import math
-import subprocess
 import sys
 
 import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, tiny_resnet_config
+from conftest import REPO_ROOT, assert_backbones_load_without_hfssl, tiny_resnet_config
 from transformers import AutoModel, TrainerCallback
 
 import hfssl
@@ -244,22 +243,12 @@ def test_save_load_round_trip_and_exported_backbones_load_without_hfssl(tmp_path
     assert byol.exported_network == "teacher"
     byol.export_backbone(tmp_path / "byol_target")
     weights = "embedder.embedder.convolution.weight"
-    for folder, network in (("byol_online", byol.backbone), ("byol_target", byol.teacher_backbone)):
-        torch.save(network.state_dict()[weights], tmp_path / f"{folder}.pt")
-    torch.save(simsiam.backbone.state_dict()[weights], tmp_path / "simsiam_backbone.pt")
-    script = f"""
-import sys, torch
-from transformers import AutoModel
-for folder in ("byol_online", "byol_target", "simsiam_backbone"):
-    model = AutoModel.from_pretrained(r"{tmp_path}" + "/" + folder)
-    assert type(model).__name__ == "ResNetModel", type(model)
-    expected = torch.load(r"{tmp_path}" + "/" + folder + ".pt")
-    assert torch.equal(model.state_dict()["{weights}"], expected), folder
-assert "hfssl" not in sys.modules
-print("ok")
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+    assert_backbones_load_without_hfssl(
+        {"byol_online": byol.backbone, "byol_target": byol.teacher_backbone, "simsiam_backbone": simsiam.backbone},
+        tmp_path,
+        weights,
+        "ResNetModel",
+    )
 
 
 # ---- resume equals the uninterrupted run, target network included -------------------------------

@@ -131,3 +131,16 @@ class CheckedConfig(PreTrainedConfig):
         result = super().from_dict(config_dict, **kwargs)
         (result[0] if isinstance(result, tuple) else result).check_ranges()
         return result
+
+
+def require_rising_momentum(config: PreTrainedConfig, network: str) -> None:
+    """``base_momentum`` and ``final_momentum`` in [0, 1], the final one >= the base one: the EMA weights of
+    ``network`` (the teacher of BYOL, MoCo v3, DINO) at step 0 and at the last step of a cosine rise."""
+    require_real(config, "base_momentum", 0, 1, hint=f"the EMA weight of the {network} at step 0")
+    require_real(config, "final_momentum", 0, 1, hint=f"the EMA weight of the {network} at the last step")
+    require(
+        config,
+        "final_momentum",
+        config.final_momentum >= config.base_momentum,
+        f">= base_momentum = {config.base_momentum!r} (the momentum rises to it)",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..checks import require, require_bool, require_int, require_real
+from ..checks import require_bool, require_int, require_real, require_rising_momentum
 from ..vision import VisionSSLConfig
 
 
@@ -47,13 +47,6 @@ class BYOLConfig(VisionSSLConfig):
         super().check_ranges()
         for name in ("projection_hidden_dim", "projection_dim", "prediction_hidden_dim"):
             require_int(self, name, 1, "a layer width")
-        require_real(self, "base_momentum", 0, 1, hint="the EMA weight of the target network at step 0")
-        require_real(self, "final_momentum", 0, 1, hint="the EMA weight of the target network at the last step")
-        require(
-            self,
-            "final_momentum",
-            self.final_momentum >= self.base_momentum,
-            f">= base_momentum = {self.base_momentum!r} (the momentum rises to it)",
-        )
+        require_rising_momentum(self, "target network")
         require_real(self, "min_crop_scale", 0, 1, low_open=True, hint="the smallest area share of a crop")
         require_bool(self, "export_teacher")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from ..checks import is_real, require, require_bool, require_int, require_optional_int, require_real
+from ..checks import (
+    is_real,
+    require,
+    require_bool,
+    require_int,
+    require_optional_int,
+    require_real,
+    require_rising_momentum,
+)
 from ..vision import VisionSSLConfig
 
 # DINO's local crops are 96 px beside 224 px global crops: the default local size keeps that ratio.
@@ -124,14 +132,7 @@ class DINOConfig(VisionSSLConfig):
             require_real(self, name, 0, low_open=True, hint="a softmax temperature")
         require_real(self, "teacher_temperature_warmup_epochs", 0, hint="epochs; 0 starts at teacher_temperature")
         require_real(self, "center_momentum", 0, 1, hint="the EMA weight of the centre")
-        require_real(self, "base_momentum", 0, 1, hint="the EMA weight of the teacher at step 0")
-        require_real(self, "final_momentum", 0, 1, hint="the EMA weight of the teacher at the last step")
-        require(
-            self,
-            "final_momentum",
-            self.final_momentum >= self.base_momentum,
-            f">= base_momentum = {self.base_momentum!r} (the momentum rises to it)",
-        )
+        require_rising_momentum(self, "teacher")
         for name in ("base_weight_decay", "final_weight_decay"):
             require_real(self, name, 0, hint="a weight decay")
         require_real(self, "freeze_last_layer_epochs", 0, hint="epochs; 0 never freezes the last layer")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..checks import require, require_bool, require_int, require_real
+from ..checks import require_bool, require_int, require_real, require_rising_momentum
 from ..vision import VisionSSLConfig
 
 
@@ -64,13 +64,6 @@ class MoCoV3Config(VisionSSLConfig):
         require_real(
             self, "tau", 0, low_open=True, hint="the softmax temperature; the paper's is 0.2 (ViT), 1.0 (ResNet)"
         )
-        require_real(self, "base_momentum", 0, 1, hint="the EMA weight of the momentum encoder at step 0")
-        require_real(self, "final_momentum", 0, 1, hint="the EMA weight of the momentum encoder at the last step")
-        require(
-            self,
-            "final_momentum",
-            self.final_momentum >= self.base_momentum,
-            f">= base_momentum = {self.base_momentum!r} (the momentum rises to it)",
-        )
+        require_rising_momentum(self, "momentum encoder")
         require_real(self, "min_crop_scale", 0, 1, low_open=True, hint="the smallest area share of a crop")
         require_bool(self, "export_teacher")
