@@ -23,6 +23,8 @@ from hfssl.augment import (
 )
 from hfssl.preprocessing import make_image_processor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 
 @pytest.fixture
 def images():

@@ -16,6 +16,8 @@ from hfssl.backbones import (
 )
 from hfssl.models.builder import build_vision_ssl_model
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 # What the module docstring documents for each preset.
 DOCUMENTED_SIZES = {
     "resnet-tiny": dict(

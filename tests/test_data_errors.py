@@ -30,6 +30,8 @@ sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import evaluate_vision  # noqa: E402
 import pretrain_vision  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 GOOD_PER_CLASS = 4
 
 

@@ -9,11 +9,18 @@ REAL_RUNS); this file stays under a minute on 2 cores.
 import json
 import math
 
-import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_backbones_load_without_hfssl, tiny_resnet_config, tiny_vit_config
+from conftest import (
+    assert_backbones_load_without_hfssl,
+    collate_pixels,
+    random_image_rows,
+    short_run_arguments,
+    stop_after,
+    tiny_resnet_config,
+    tiny_vit_config,
+)
 from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
@@ -309,43 +316,14 @@ class RecordSteps(TrainerCallback):
         )
 
 
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
-def _images(count=48, size=10, channels=1):
-    generator = torch.Generator().manual_seed(0)
-    return datasets.Dataset.from_dict(
-        {
-            "pixel_values": torch.randint(
-                0, 256, (count, channels, size, size), generator=generator, dtype=torch.uint8
-            ).tolist()
-        }
-    )
-
-
-def _collate(rows):
-    return {"pixel_values": torch.tensor([row["pixel_values"] for row in rows], dtype=torch.uint8)}
-
-
 def _dino_trainer(output_dir, model, images, **overrides):
-    options = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=0.01, max_steps=5, logging_steps=1,
-        save_strategy="no", report_to="none", seed=3, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-        lr_scheduler_type="constant", optim="sgd", weight_decay=0.0,
-    )  # fmt: skip
-    args = SSLTrainingArguments(**{**options, **overrides})
+    args = short_run_arguments(output_dir, **{"learning_rate": 0.01, **overrides})
     return SSLTrainer(
         model=model,
         args=args,
         train_dataset=images,
         eval_dataset=images.select(range(16)),
-        data_collator=_collate,
+        data_collator=collate_pixels,
         batch_transform=hfssl.METHODS["dino"].batch_transform(model, None),
     )
 
@@ -366,7 +344,7 @@ def test_schedules_advance_per_optimizer_step_and_accumulation_reproduces_the_ru
         trainer = _dino_trainer(
             tmp_path / str(accumulation),
             model,
-            _images(),
+            random_image_rows(),
             per_device_train_batch_size=8 // accumulation,
             gradient_accumulation_steps=accumulation,
         )
@@ -423,8 +401,8 @@ def test_other_models_keep_their_weight_decay(tmp_path):
     trainer = SSLTrainer(
         model=model,
         args=args,
-        train_dataset=_images(16),
-        data_collator=_collate,
+        train_dataset=random_image_rows(16),
+        data_collator=collate_pixels,
         batch_transform=hfssl.METHODS["simsiam"].batch_transform(model, None),
     )
     trainer.train()
@@ -509,7 +487,7 @@ def test_save_load_round_trip_keeps_the_centre_and_exports_student_or_teacher(tm
 def _resumable_trainer(output_dir, **overrides):
     torch.manual_seed(0)
     model = tiny_dino(**SCHEDULED)
-    return _dino_trainer(output_dir, model, _images(), optim="adamw_torch", **overrides)
+    return _dino_trainer(output_dir, model, random_image_rows(), optim="adamw_torch", **overrides)
 
 
 def test_resumed_run_equals_the_uninterrupted_one_teacher_and_centre_included(tmp_path):
@@ -521,7 +499,7 @@ def test_resumed_run_equals_the_uninterrupted_one_teacher_and_centre_included(tm
     assert any(not torch.equal(moved[k], initial[k]) for k in initial if k.startswith("teacher_head."))
 
     interrupted = _resumable_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
-    interrupted.add_callback(StopAfter(2))
+    interrupted.add_callback(stop_after(2))
     interrupted.train()
     checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")
     resumed = _resumable_trainer(

@@ -16,6 +16,7 @@ from hfssl.distributed import all_reduce_mean, all_reduce_sum, gather, gather_wi
 from hfssl.losses import nt_xent
 
 WORLD = 2
+UNEQUAL_SIZES = [[3, 5]]  # per-process row counts of the unequal-batch gather
 
 
 def _free_port() -> int:
@@ -43,30 +44,25 @@ def _full_batch(sizes):
     )
 
 
-def _worker(rank: int, port: int, sizes, result_path: str):
-    _init(rank, port)
-    try:
-        z1, z2 = _full_batch(sizes)
-        start = sum(sizes[:rank])
-        local1 = z1[start : start + sizes[rank]].clone().requires_grad_(True)
-        local2 = z2[start : start + sizes[rank]].clone().requires_grad_(True)
-        loss = nt_xent(local1, local2, tau=0.3)
-        loss.backward()
-        gathered = gather(local1.detach())
-        views = _views(_full_images(sizes)[start : start + sizes[rank]])
-        torch.save(
-            {
-                "loss": loss.detach(),
-                "grad1": local1.grad,
-                "grad2": local2.grad,
-                "gathered": gathered,
-                "world": world_size(),
-                "views": views,
-            },
-            f"{result_path}.{rank}",
-        )
-    finally:
-        dist.destroy_process_group()
+def _nt_xent_case(rank: int, sizes):
+    """This process's share of ``sizes`` rows: its nt_xent loss and input gradients, the gathered rows
+    and its views."""
+    z1, z2 = _full_batch(sizes)
+    start = sum(sizes[:rank])
+    local1 = z1[start : start + sizes[rank]].clone().requires_grad_(True)
+    local2 = z2[start : start + sizes[rank]].clone().requires_grad_(True)
+    loss = nt_xent(local1, local2, tau=0.3)
+    loss.backward()
+    gathered = gather(local1.detach())
+    views = _views(_full_images(sizes)[start : start + sizes[rank]])
+    return {
+        "loss": loss.detach(),
+        "grad1": local1.grad,
+        "grad2": local2.grad,
+        "gathered": gathered,
+        "world": world_size(),
+        "views": views,
+    }
 
 
 def _spawn(worker, args, timeout: float = 120.0) -> None:
@@ -86,15 +82,9 @@ def _init(rank: int, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
 
 
-def _run(tmp_path, sizes):
-    result_path = str(tmp_path / "result")
-    _spawn(_worker, (_free_port(), sizes, result_path))
-    return [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
-
-
-def test_gathered_nt_xent_equals_single_process_loss_and_gradients(tmp_path):
+def test_gathered_nt_xent_equals_single_process_loss_and_gradients(two_process_results):
     sizes = [4, 4]
-    results = _run(tmp_path, sizes)
+    results = [r["nt_xent"][tuple(sizes)] for r in two_process_results]
     z1, z2 = _full_batch(sizes)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -117,9 +107,9 @@ def test_gathered_nt_xent_equals_single_process_loss_and_gradients(tmp_path):
         torch.testing.assert_close(torch.cat([r["views"][view] for r in results]), full_views[view])
 
 
-@pytest.mark.parametrize("sizes", [[3, 5]])
-def test_gather_handles_unequal_batches(tmp_path, sizes):
-    results = _run(tmp_path, sizes)
+@pytest.mark.parametrize("sizes", UNEQUAL_SIZES)
+def test_gather_handles_unequal_batches(two_process_results, sizes):
+    results = [r["nt_xent"][tuple(sizes)] for r in two_process_results]
     z1, _ = _full_batch(sizes)
     for r in results:
         torch.testing.assert_close(r["gathered"], z1)
@@ -141,29 +131,25 @@ def _word2vec_model_and_rows():
     return model, rows
 
 
-def _word2vec_worker(rank: int, port: int, result_path: str):
+def _word2vec_case(rank: int):
+    """This process's gradients of a DDP-wrapped word2vec model on its half of the rows."""
     from torch.nn.parallel import DistributedDataParallel
 
-    _init(rank, port)
-    try:
-        model, rows = _word2vec_model_and_rows()
-        ddp = DistributedDataParallel(model)
-        local = {name: value[rank * 8 : (rank + 1) * 8] for name, value in rows.items()}
-        loss = ddp(**local).loss * WORLD  # what Word2VecTrainer.compute_loss does
-        loss.backward()
-        torch.save({name: p.grad for name, p in model.named_parameters()}, f"{result_path}.{rank}")
-        del ddp  # release DDP's reducer (it holds the process group) before the group goes
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    model, rows = _word2vec_model_and_rows()
+    ddp = DistributedDataParallel(model)
+    local = {name: value[rank * 8 : (rank + 1) * 8] for name, value in rows.items()}
+    loss = ddp(**local).loss * WORLD  # what Word2VecTrainer.compute_loss does
+    loss.backward()
+    gradients = {name: p.grad for name, p in model.named_parameters()}
+    del ddp  # release DDP's reducer (it holds the process group) before the group goes
+    dist.barrier()
+    return gradients
 
 
-def test_word2vec_gradients_over_two_processes_equal_the_summed_single_process_gradients(tmp_path):
+def test_word2vec_gradients_over_two_processes_equal_the_summed_single_process_gradients(two_process_results):
     """DDP averages gradients; Word2VecTrainer multiplies the loss by the world size so that the
     step adds every pair's update, as one process on the whole batch does."""
-    result_path = str(tmp_path / "w2v")
-    _spawn(_word2vec_worker, (_free_port(), result_path))
-    results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
+    results = [r["word2vec"] for r in two_process_results]
     model, rows = _word2vec_model_and_rows()
     model(**rows).loss.backward()
     for name, parameter in model.named_parameters():
@@ -295,45 +281,59 @@ class _CountCalls:
         setattr(dist, self.name, self.original)
 
 
-def _collectives_worker(rank: int, port: int, result_path: str):
+def _collectives_case(rank: int):
+    """This process's side of every _CASES loss, of gather_with_offset and of the collectives' call counts."""
+    results = {}
+    for name, (loss_fn, sizes) in _CASES.items():
+        x1, x2 = _full_batch(sizes)
+        start = sum(sizes[:rank])
+        results[name] = _loss_and_gradients(loss_fn, x1[start : start + sizes[rank]], x2[start : start + sizes[rank]])
+
+    local = torch.arange(3.0 if rank == 0 else 5.0, dtype=torch.float64).add(10 * rank)[:, None].repeat(1, 2)
+    gather_calls = _CountCalls("all_gather")
+    gathered, offset = gather_with_offset(local)
+    results["offset"] = {"gathered": gathered, "offset": torch.tensor(offset), "all_gathers": gather_calls.calls}
+
+    z1, z2 = (rows[: 3 + 2 * rank].clone().requires_grad_(True) for rows in _full_batch([3, 5]))
+    gather_calls.calls = 0
+    reduce_calls = _CountCalls("all_reduce")
+    loss = nt_xent(z1, z2, tau=0.3)
+    forward_gathers = gather_calls.calls
+    loss.backward()
+    gather_calls.restore()
+    reduce_calls.restore()
+    results["nt_xent_calls"] = {"all_gathers": forward_gathers, "all_reduces": reduce_calls.calls}
+
+    value = torch.tensor([1.0, 2.0], dtype=torch.float64).mul(rank + 1).requires_grad_(True)
+    results["no_gradient"] = {"sum": all_reduce_sum(value), "mean": all_reduce_mean(value)}
+    return results
+
+
+def _worker(rank: int, port: int, result_path: str):
+    """Every 2-process case of this file in one process group (process start-up dominates the cost)."""
     _init(rank, port)
     try:
-        results = {}
-        for name, (loss_fn, sizes) in _CASES.items():
-            x1, x2 = _full_batch(sizes)
-            start = sum(sizes[:rank])
-            results[name] = _loss_and_gradients(
-                loss_fn, x1[start : start + sizes[rank]], x2[start : start + sizes[rank]]
-            )
-
-        local = torch.arange(3.0 if rank == 0 else 5.0, dtype=torch.float64).add(10 * rank)[:, None].repeat(1, 2)
-        gather_calls = _CountCalls("all_gather")
-        gathered, offset = gather_with_offset(local)
-        results["offset"] = {"gathered": gathered, "offset": torch.tensor(offset), "all_gathers": gather_calls.calls}
-
-        z1, z2 = (rows[: 3 + 2 * rank].clone().requires_grad_(True) for rows in _full_batch([3, 5]))
-        gather_calls.calls = 0
-        reduce_calls = _CountCalls("all_reduce")
-        loss = nt_xent(z1, z2, tau=0.3)
-        forward_gathers = gather_calls.calls
-        loss.backward()
-        gather_calls.restore()
-        reduce_calls.restore()
-        results["nt_xent_calls"] = {"all_gathers": forward_gathers, "all_reduces": reduce_calls.calls}
-
-        value = torch.tensor([1.0, 2.0], dtype=torch.float64).mul(rank + 1).requires_grad_(True)
-        results["no_gradient"] = {"sum": all_reduce_sum(value), "mean": all_reduce_mean(value)}
+        results = {
+            "nt_xent": {tuple(sizes): _nt_xent_case(rank, sizes) for sizes in ([4, 4], *UNEQUAL_SIZES)},
+            "word2vec": _word2vec_case(rank),
+            "collectives": _collectives_case(rank),
+        }
         torch.save(results, f"{result_path}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def collective_results(tmp_path_factory):
-    """One 2-process run of every case below (process start-up dominates the cost)."""
-    result_path = str(tmp_path_factory.mktemp("collectives") / "result")
-    _spawn(_collectives_worker, (_free_port(), result_path))
+def two_process_results(tmp_path_factory):
+    """One 2-process run of every case of this file: per rank, a dict of the cases' results."""
+    result_path = str(tmp_path_factory.mktemp("two_processes") / "result")
+    _spawn(_worker, (_free_port(), result_path))
     return [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def collective_results(two_process_results):
+    return [r["collectives"] for r in two_process_results]
 
 
 def _single_process(name):

@@ -35,6 +35,8 @@ from hfssl.tokenization import train_subword_tokenizer
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import evaluate_text  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 SENTENCES = ["a small dog", "the flowering plant of a tropical tree that grows near rivers", "x"]
 SHORT_TEXT = "a domestic animal that is kept for companionship; an edible fruit with a hard rind and sweet flesh"
 

@@ -15,7 +15,7 @@ What runs where (accelerate 1.15, torch 2.13, transformers 5.24):
   included. What this needs of hfssl: ``get_input_embeddings`` on image models (accelerate's FSDP2
   setup asks), the backbone export from the gathered full state dict, and the feature methods
   registered as FSDP forwards (kNN and probes gather the sharded weights). Two recipe launches
-  (~35 s on 2 cores).
+  (~35 s on 2 cores); the DDP one is made with the other modules' 2-process runs (conftest.two_process_runs).
 
 Runs use ``--max_grad_norm 0`` and SGD: FSDP2 and DDP then give bitwise equal losses, weights and
 kNN accuracy on the CPU (measured over 3-4 steps). With clipping, the clip norm is summed in a
@@ -32,6 +32,7 @@ import sys
 
 import pytest
 import torch
+from conftest import register_two_process_run, run_without_hfssl
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FSDP_CONFIG = REPO_ROOT / "accelerate_fsdp_config.yaml"
@@ -125,15 +126,16 @@ def _loss_history(output: pathlib.Path) -> list[tuple[int, float]]:
     return [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
 
 
-def _fsdp_agrees_with_ddp(tmp_path: pathlib.Path, force: bool) -> None:
+def _fsdp_agrees_with_ddp(tmp_path: pathlib.Path, force: bool, ddp_out: pathlib.Path | None = None) -> None:
     """The vision recipe under the FSDP config vs the DDP config, 2 processes, same seed: the
     first losses, the kNN accuracy and the saved weights agree; the checkpoint reloads with
-    AutoModel after ``import hfssl``, the exported backbone with plain transformers."""
+    AutoModel after ``import hfssl``, the exported backbone with plain transformers. ``ddp_out``: the
+    output of a DDP run made already (else it is launched here)."""
     device = [] if ON_GPUS else ["--use_cpu"]
     shim = tmp_path / "fsdp_shim.py"
     shim.write_text(SHIM)
     recipe = REPO_ROOT / "recipes" / "pretrain_vision.py"
-    fsdp_out, ddp_out = tmp_path / "fsdp", tmp_path / "ddp"
+    fsdp_out = tmp_path / "fsdp"
     env = {"HFSSL_TEST_FORCE_FSDP": "1"} if force else {}
 
     fsdp = _launch(
@@ -145,8 +147,10 @@ def _fsdp_agrees_with_ddp(tmp_path: pathlib.Path, force: bool) -> None:
     for rank in (0, 1):
         assert f"FSDP2 units on rank {rank}: {units}" in fsdp.stdout, fsdp.stdout[-2000:]
 
-    ddp = _launch(DDP_CONFIG, recipe, [*RECIPE_ARGUMENTS, *device, "--output_dir", str(ddp_out)], tmp_path)
-    assert ddp.returncode == 0, ddp.stderr[-4000:]
+    if ddp_out is None:
+        ddp_out = tmp_path / "ddp"
+        ddp = _launch(DDP_CONFIG, recipe, [*RECIPE_ARGUMENTS, *device, "--output_dir", str(ddp_out)], tmp_path)
+        assert ddp.returncode == 0, ddp.stderr[-4000:]
 
     for output in (fsdp_out, ddp_out):
         assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 4
@@ -166,22 +170,23 @@ def _fsdp_agrees_with_ddp(tmp_path: pathlib.Path, force: bool) -> None:
         for key, tensor in replicated.items():
             torch.testing.assert_close(sharded[key], tensor, atol=1e-4 if ON_GPUS else 1e-6, rtol=0, msg=key)
 
-    reload = f"""
+    # the exported backbone loads with plain transformers alone, in a process without hfssl ...
+    run_without_hfssl(f"""
 import sys
 from transformers import AutoModel
 backbone, info = AutoModel.from_pretrained({str(fsdp_out / "backbone")!r}, output_loading_info=True)
 assert type(backbone).__name__ == "ViTModel" and "hfssl" not in sys.modules, type(backbone)
 assert not info["unexpected_keys"] and not info["mismatched_keys"], info
 assert all(key.startswith("pooler.") for key in info["missing_keys"]), info  # the export has no pooler
-import hfssl
-model, info = AutoModel.from_pretrained({str(fsdp_out)!r}, output_loading_info=True)
-assert type(model).__name__ == "SimCLRModel", type(model)
-assert not any(info.values()), info
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", reload], capture_output=True, text=True, cwd=tmp_path, env=_environment(), timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+""")
+    # ... and the checkpoint with AutoModel once hfssl is imported, as here
+    from transformers import AutoModel
+
+    import hfssl  # noqa: F401
+
+    model, info = AutoModel.from_pretrained(fsdp_out, output_loading_info=True)
+    assert type(model).__name__ == "SimCLRModel", type(model)
+    assert not any(info.values()), info
 
 
 def test_fsdp_config_wraps_the_vit_layers():
@@ -233,6 +238,14 @@ def test_fsdp_launch_with_the_config_file(tmp_path):
     _fsdp_agrees_with_ddp(tmp_path, force=False)
 
 
+if not ON_GPUS:  # the DDP side, made in one `accelerate launch` with the other modules' 2-process runs (conftest)
+    register_two_process_run(
+        "fsdp-ddp",
+        "pretrain_vision.py",
+        lambda shared_data, output: [*RECIPE_ARGUMENTS, "--use_cpu", "--output_dir", output],
+    )
+
+
 @pytest.mark.skipif(ON_GPUS, reason="on GPUs test_fsdp_launch_with_the_config_file runs the real thing")
-def test_fsdp2_over_gloo_through_the_recipe(tmp_path):
-    _fsdp_agrees_with_ddp(tmp_path, force=True)
+def test_fsdp2_over_gloo_through_the_recipe(tmp_path, two_process_runs):
+    _fsdp_agrees_with_ddp(tmp_path, force=True, ddp_out=two_process_runs["fsdp-ddp"])

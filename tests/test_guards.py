@@ -22,6 +22,8 @@ import pretrain_gpt  # noqa: E402
 import pretrain_vision  # noqa: E402
 import pretrain_word2vec  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "0"]
 
 

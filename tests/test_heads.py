@@ -8,6 +8,8 @@ from torch import nn
 
 from hfssl.heads import MLP, DINOHead, PredictionHead, ProjectionHead, Prototypes, WeightNormLinear
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 
 class ReferenceProjectionHead(nn.Module):
     """hfssl's ProjectionHead before heads were built from MLP, kept verbatim: SimCLR checkpoints

@@ -1,8 +1,11 @@
 import math
 
+import pytest
 import torch
 
 from hfssl.losses import nt_xent
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
 
 
 def nt_xent_by_hand(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:

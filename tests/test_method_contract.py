@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import datasets
 import pytest
 import torch
-from conftest import tiny_resnet_config
+from conftest import short_run_arguments, stop_after, tiny_resnet_config
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.utils import ModelOutput
@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput
 import hfssl
 from hfssl.models.vision import VisionSSLConfig, VisionSSLPreTrainedModel
 from hfssl.schedules import TrainingProgress, cosine_schedule, linear_warmup, teacher_copy, update_momentum
-from hfssl.training import SSLTrainer, SSLTrainingArguments
+from hfssl.training import SSLTrainer
 from hfssl.transforms import BatchTransform, CollateInStep, MultiViewTransform
 
 # ---- schedules and EMA ------------------------------------------------------------------------
@@ -145,24 +145,10 @@ class SnapshotStudent(TrainerCallback):
         self.snapshots.append({name: p.detach().clone() for name, p in model.student.named_parameters()})
 
 
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
 def _toy_trainer(output_dir, frozen_steps=0, **overrides):
     torch.manual_seed(0)
     model = ToyEMAModel(ToyConfig(frozen_steps=frozen_steps))
-    options = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=0.05, max_steps=5, logging_steps=1,
-        save_strategy="no", report_to="none", seed=3, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-        lr_scheduler_type="constant", optim="sgd", weight_decay=0.0,
-    )  # fmt: skip
-    args = SSLTrainingArguments(**{**options, **overrides})
+    args = short_run_arguments(output_dir, **overrides)
     return SSLTrainer(
         model=model, args=args, train_dataset=_toy_data(), data_collator=_collate, batch_transform=NoisyInputs()
     )
@@ -216,7 +202,7 @@ def test_resumed_toy_run_equals_the_uninterrupted_one_teacher_included(tmp_path)
     straight = _toy_trainer(tmp_path / "straight")
     straight.train()
     interrupted = _toy_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
-    interrupted.add_callback(StopAfter(2))
+    interrupted.add_callback(stop_after(2))
     interrupted.train()
     checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")  # a run in a folder with checkpoints must resume
     resumed = _toy_trainer(

@@ -16,7 +16,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from conftest import assert_backbones_load_without_hfssl, tiny_resnet_config, tiny_vit_config
+from conftest import (
+    assert_backbones_load_without_hfssl,
+    collate_pixels,
+    random_image_rows,
+    short_run_arguments,
+    stop_after,
+    tiny_resnet_config,
+    tiny_vit_config,
+)
 from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
@@ -284,31 +292,15 @@ def test_a_fresh_run_starts_the_momentum_encoder_from_the_online_one():
 # ---- under the trainer ---------------------------------------------------------------------------
 
 
-def _images():
-    generator = torch.Generator().manual_seed(0)
-    return datasets.Dataset.from_dict(
-        {"pixel_values": torch.randint(0, 256, (48, 1, 10, 10), generator=generator, dtype=torch.uint8).tolist()}
-    )
-
-
-def _collate(rows):
-    return {"pixel_values": torch.tensor([row["pixel_values"] for row in rows], dtype=torch.uint8)}
-
-
 def _trainer(method, output_dir, model_overrides=None, **overrides):
     torch.manual_seed(0)
     build = tiny_moco_v2 if method == "moco_v2" else tiny_moco_v3
     model = build(**{**(dict(queue_size=24, momentum=0.9) if method == "moco_v2" else dict(base_momentum=0.9))})
-    options = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=0.05, max_steps=5, logging_steps=1,
-        save_strategy="no", report_to="none", seed=3, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-        lr_scheduler_type="constant", optim="sgd", weight_decay=0.0,
-    )  # fmt: skip
     return SSLTrainer(
         model=model,
-        args=SSLTrainingArguments(**{**options, **overrides}),
-        train_dataset=_images(),
-        data_collator=_collate,
+        args=short_run_arguments(output_dir, **overrides),
+        train_dataset=random_image_rows(),
+        data_collator=collate_pixels,
         batch_transform=hfssl.METHODS[method].batch_transform(model, None),
     )
 
@@ -347,15 +339,6 @@ def test_the_momentum_encoder_after_n_steps_equals_a_hand_loop(tmp_path, method,
     assert len(logs) == 5 and all("embedding_std" in e and "feature_rank" in e for e in logs)
 
 
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
 def test_resumed_moco_v2_run_equals_the_uninterrupted_one_key_encoder_and_queue_included(tmp_path):
     straight = _trainer("moco_v2", tmp_path / "straight")
     initial_queue = straight.model.queue.clone()
@@ -364,7 +347,7 @@ def test_resumed_moco_v2_run_equals_the_uninterrupted_one_key_encoder_and_queue_
     assert straight.model.queue_pointer.item() == (5 * 16) % 24  # 80 keys into 24 slots: wrapped three times
 
     interrupted = _trainer("moco_v2", tmp_path / "interrupted", save_strategy="steps", save_steps=2)
-    interrupted.add_callback(StopAfter(2))
+    interrupted.add_callback(stop_after(2))
     interrupted.train()
     checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")
     resumed = _trainer(

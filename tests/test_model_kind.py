@@ -18,6 +18,8 @@ import evaluate_text  # noqa: E402
 import evaluate_vision  # noqa: E402
 import evaluate_word2vec  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 TINY_BERT = dict(
     hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=32
 )

@@ -1,16 +1,16 @@
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import tiny_convnext_config, tiny_resnet_config, tiny_vit_config
+from conftest import run_without_hfssl, tiny_convnext_config, tiny_resnet_config, tiny_vit_config
 from transformers import AutoConfig, AutoModel
 
 import hfssl
 from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.backbones import build_backbone_config, parse_config_overrides
 from hfssl.models.builder import build_vision_ssl_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
 
 
 def tiny_simclr(backbone: dict) -> SimCLRModel:
@@ -75,9 +75,7 @@ x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
 torch.save(model(pixel_values=x).last_hidden_state, {str(tmp_path / "y.pt")!r})
 print(type(model).__name__)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ViTModel")
+    assert run_without_hfssl(script).strip().endswith("ViTModel")
     torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), expected)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "vit"
 

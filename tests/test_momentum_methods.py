@@ -12,17 +12,24 @@ import json
 import math
 import sys
 
-import datasets
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, assert_backbones_load_without_hfssl, tiny_resnet_config
-from transformers import AutoModel, TrainerCallback
+from conftest import (
+    REPO_ROOT,
+    assert_backbones_load_without_hfssl,
+    collate_pixels,
+    random_image_rows,
+    short_run_arguments,
+    stop_after,
+    tiny_resnet_config,
+)
+from transformers import AutoModel
 
 import hfssl
 from hfssl.losses import byol_loss, negative_cosine, normalized_mse, simsiam_loss
 from hfssl.schedules import TrainingProgress
-from hfssl.training import SSLTrainer, SSLTrainingArguments
+from hfssl.training import SSLTrainer
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import pretrain_vision  # noqa: E402
@@ -254,40 +261,15 @@ def test_save_load_round_trip_and_exported_backbones_load_without_hfssl(tmp_path
 # ---- resume equals the uninterrupted run, target network included -------------------------------
 
 
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-
-
-def _images():
-    generator = torch.Generator().manual_seed(0)
-    return datasets.Dataset.from_dict(
-        {"pixel_values": torch.randint(0, 256, (48, 1, 10, 10), generator=generator, dtype=torch.uint8).tolist()}
-    )
-
-
-def _collate(rows):
-    return {"pixel_values": torch.tensor([row["pixel_values"] for row in rows], dtype=torch.uint8)}
-
-
 def _byol_trainer(output_dir, **overrides):
     torch.manual_seed(0)
     model = tiny_byol(base_momentum=0.9)
-    options = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=8, learning_rate=0.05, max_steps=5, logging_steps=1,
-        save_strategy="no", report_to="none", seed=3, use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-        lr_scheduler_type="constant", optim="sgd", weight_decay=0.0,
-    )  # fmt: skip
-    args = SSLTrainingArguments(**{**options, **overrides})
+    args = short_run_arguments(output_dir, **overrides)
     return SSLTrainer(
         model=model,
         args=args,
-        train_dataset=_images(),
-        data_collator=_collate,
+        train_dataset=random_image_rows(),
+        data_collator=collate_pixels,
         batch_transform=hfssl.METHODS["byol"].batch_transform(model, None),
     )
 
@@ -303,7 +285,7 @@ def test_resumed_byol_run_equals_the_uninterrupted_one_target_included(tmp_path)
     assert len(logs) == 5 and all("embedding_std" in entry and "feature_rank" in entry for entry in logs)
 
     interrupted = _byol_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
-    interrupted.add_callback(StopAfter(2))
+    interrupted.add_callback(stop_after(2))
     interrupted.train()
     checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")  # a run in a folder with checkpoints must resume
     resumed = _byol_trainer(

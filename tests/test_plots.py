@@ -17,6 +17,8 @@ from hfssl.training.plots import (
     training_curves_figure,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors (conftest.one_torch_thread)
+
 MONITORS = ("embedding_std", "embedding_rank", "feature_rank")
 
 

@@ -1,18 +1,19 @@
 """End-to-end runs of the recipes on real data."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, require_full_data
+from conftest import REPO_ROOT, register_two_process_run, require_full_data
 from transformers import AutoImageProcessor, AutoModel
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import evaluate_vision  # noqa: E402
 import pretrain_vision  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
 
 TINY_RESNET = "embedding_size=16,hidden_sizes=[32,64],depths=[1,1],layer_type=basic"
 COMMON = ["--use_cpu", "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--seed", "0"]
@@ -27,6 +28,8 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
         "6000",
         "--max_eval_samples",
         "1000",
+        "--per_device_eval_batch_size",  # the feature passes: at the default 8 they cost more than the training
+        "500",
     ]
     output = tmp_path / "simclr"
     metrics = pretrain_vision.main(
@@ -59,6 +62,8 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
             "10",
             "--final_protocols",
             "knn",
+            "--baselines",  # the baseline is evaluate_vision.py --random_init below
+            "false",
             *data,
             *COMMON,
         ]
@@ -77,7 +82,9 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
         ]
     )
     print("pretrained", metrics, "random init", baseline)
-    assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.03  # measured: 0.705 vs 0.656
+    # measured (one torch thread): 0.712 vs 0.656, seed 1: 0.676 vs 0.636; two threads: 0.715 vs 0.656, seed 1:
+    # 0.681 vs 0.636. 2 epochs instead of 3 left 0.693 vs 0.656 (seed 0, two threads): too close to keep.
+    assert metrics["knn_accuracy"] > baseline["knn_accuracy"] + 0.03
 
     results = json.loads((output / "all_results.json").read_text())
     assert results["knn_accuracy"] == pytest.approx(metrics["knn_accuracy"])
@@ -94,17 +101,11 @@ def test_pretrain_on_fashion_mnist_beats_random_init(tmp_path, shared_data):
     assert type(backbone).__name__ == "ResNetModel"
 
 
-def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
-    output = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO_ROOT / "accelerate_config.yaml"),
-        "--num_processes",
-        "2",
-        str(REPO_ROOT / "recipes" / "pretrain_vision.py"),
+# made in one `accelerate launch` with the other modules' 2-process runs (conftest.two_process_runs)
+register_two_process_run(
+    "vision",
+    "pretrain_vision.py",
+    lambda shared_data, output: [
         "--method",
         "simclr",
         "--backbone",
@@ -125,11 +126,15 @@ def test_two_process_accelerate_launch_of_the_recipe(tmp_path):
         "no",
         "--logging_steps",
         "2",
+        "--per_device_eval_batch_size",  # 180 eval images: 3 batches, the last one short (at the default 8: 23)
+        "64",
         *COMMON,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    ],
+)
+
+
+def test_two_process_accelerate_launch_of_the_recipe(two_process_runs):
+    output = two_process_runs["vision"]
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     # two connected processes: each step consumed 2 x 32 images, so 6 steps are 6 / (1617 // 64) epochs
@@ -218,6 +223,8 @@ def test_evaluate_recipe_on_an_exported_backbone_with_all_protocols(tmp_path):
             "2",
             "--per_device_train_batch_size",
             "64",
+            "--per_device_eval_batch_size",
+            "256",
             "--learning_rate",
             "3e-3",
             *COMMON,

@@ -1,7 +1,6 @@
 import pytest
 import torch
-from conftest import tiny_resnet_config, tiny_vit_config
-from transformers import TrainerCallback
+from conftest import stop_after, tiny_resnet_config, tiny_vit_config
 
 from hfssl import SimCLRConfig, SimCLRModel
 from hfssl.augment import EvalTransform
@@ -9,19 +8,12 @@ from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
 from hfssl.models.simclr import simclr_batch_transform
 from hfssl.training import LARS, SSLTrainer, SSLTrainingArguments, decay_parameter_names, effective_rank, embedding_std
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (conftest.one_torch_thread)
+
 
 @pytest.fixture(scope="module")
 def digits():
     return load_vision_datasets(VisionDataArguments(dataset_name="builtin:digits"))
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def make_trainer(output_dir, digits, **overrides):
@@ -76,7 +68,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, digits, options):
     straight = make_trainer(tmp_path / "straight", digits, **options)
     straight.train()
     interrupted = make_trainer(tmp_path / "interrupted", digits, **options)
-    interrupted.add_callback(StopAfter(2))  # as if the job were killed after the checkpoint at step 2
+    interrupted.add_callback(stop_after(2))  # as if the job were killed after the checkpoint at step 2
     interrupted.train()
     checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")  # a run in a folder with checkpoints must resume
     resumed = make_trainer(tmp_path / "interrupted", digits, **options, resume_from_checkpoint=checkpoint)

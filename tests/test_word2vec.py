@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, launch_two_processes, require_full_data, word_vector_figure_tolerances
+from conftest import REPO_ROOT, register_two_process_run, require_full_data, word_vector_figure_tolerances
 from transformers import AutoModel, AutoTokenizer
 
 from hfssl import Word2VecConfig, Word2VecModel
@@ -539,11 +539,29 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, shared_data, restore_
         assert torch.equal(expected[name], actual[name]), name
 
 
-def test_two_process_accelerate_launch_of_the_recipe(tmp_path, shared_data):
-    output = tmp_path / "ddp"
-    arguments = _recipe_arguments(shared_data, output, "--max_train_samples", "120", "--min_count", "2", "--max_steps", "4",
-                                  "--per_device_train_batch_size", "16", "--save_strategy", "no")  # fmt: skip
-    launch_two_processes("pretrain_word2vec.py", arguments, cwd=tmp_path)
+# made in one `accelerate launch` with the other modules' 2-process runs (conftest.two_process_runs)
+register_two_process_run(
+    "word2vec",
+    "pretrain_word2vec.py",
+    lambda shared_data, output: _recipe_arguments(
+        shared_data,
+        output,
+        "--max_train_samples",
+        "120",
+        "--min_count",
+        "2",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "16",
+        "--save_strategy",
+        "no",
+    ),  # fmt: skip
+)
+
+
+def test_two_process_accelerate_launch_of_the_recipe(two_process_runs):
+    output = two_process_runs["word2vec"]
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     results = json.loads((output / "all_results.json").read_text())
