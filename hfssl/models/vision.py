@@ -13,8 +13,9 @@ import torch
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
 
-from ..augment import default_normalization
+from ..augment import ViewGenerator, default_normalization
 from ..backbones import POOLING_CHOICES, backbone_feature_dim, build_backbone, pooled_features
+from ..transforms import MultiViewTransform
 from .checks import CheckedConfig, require_choice, require_int
 from .export import saved_preprocessor
 
@@ -47,6 +48,44 @@ class VisionSSLConfig(CheckedConfig):
     def num_channels(self) -> int:
         """Channels the backbone takes (3 unless its config says otherwise)."""
         return getattr(self.backbone_config, "num_channels", 3)
+
+    def sized_for_data(self, num_images: int | None) -> dict:
+        """Field values that suit a training set of ``num_images`` images better than the paper's defaults
+        (e.g. fewer SwAV prototypes for a small set); the recipe applies them before ``--config_overrides``, which
+        win, and logs them. None: nothing (a streamed set of unknown length)."""
+        return {}
+
+
+# Multi-crop methods' local crops are 96 px beside 224 px global crops (SwAV, DINO): the default keeps that ratio.
+LOCAL_TO_GLOBAL_SIZE = 96 / 224
+
+
+def derived_local_crop_size(image_size: int, local_image_size: int | None) -> int:
+    """``local_image_size``, else ``round(image_size * 96 / 224)`` (at least 1): the side of the local crops."""
+    if local_image_size is not None:
+        return local_image_size
+    return max(round(image_size * LOCAL_TO_GLOBAL_SIZE), 1)
+
+
+def same_size_runs(views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Consecutive views of one shape, in order: [l1, l2, l3] of sizes (s, s, t) -> [[l1, l2], [l3]] (one backbone
+    pass per run, as SwAV's and DINO's multi-crop wrappers)."""
+    runs: list[list[torch.Tensor]] = []
+    for view in views:
+        if runs and runs[-1][0].shape[1:] == view.shape[1:]:
+            runs[-1].append(view)
+        else:
+            runs.append([view])
+    return runs
+
+
+def multi_view_transform(config: VisionSSLConfig, recipes, image_processor=None) -> MultiViewTransform:
+    """The batch transform that makes one view per recipe of every image on the device, at the config's
+    ``image_size`` (recipes may set their own size) and channels, normalised as ``image_processor``.
+
+    Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"views": [V x (B, C', S_v, S_v)]}``."""
+    mean, std = image_normalization(image_processor, config.num_channels)
+    return MultiViewTransform(ViewGenerator(list(recipes), config.image_size, config.num_channels, mean, std))
 
 
 def image_normalization(image_processor, num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

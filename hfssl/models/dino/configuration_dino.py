@@ -11,10 +11,7 @@ from ..checks import (
     require_real,
     require_rising_momentum,
 )
-from ..vision import VisionSSLConfig
-
-# DINO's local crops are 96 px beside 224 px global crops: the default local size keeps that ratio.
-LOCAL_TO_GLOBAL_SIZE = 96 / 224
+from ..vision import VisionSSLConfig, derived_local_crop_size
 
 
 class DINOConfig(VisionSSLConfig):
@@ -108,9 +105,7 @@ class DINOConfig(VisionSSLConfig):
     @property
     def local_crop_size(self) -> int:
         """The side of the local crops: ``local_image_size``, else ``round(image_size * 96 / 224)`` (at least 1)."""
-        if self.local_image_size is not None:
-            return self.local_image_size
-        return max(round(self.image_size * LOCAL_TO_GLOBAL_SIZE), 1)
+        return derived_local_crop_size(self.image_size, self.local_image_size)
 
     def check_ranges(self) -> None:
         """Widths and layer counts are ints >= 1; ``num_local_crops`` an int >= 0; ``local_image_size`` None or

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, multi_crop_recipes
+from ...augment import multi_crop_recipes
 from ...backbones import pooled_features
 from ...distributed import all_reduce_sum
 from ...heads import DINOHead
@@ -34,7 +34,7 @@ from ...schedules import (
     update_momentum,
 )
 from ...transforms import MultiViewTransform
-from ..vision import VisionSSLPreTrainedModel, image_normalization
+from ..vision import VisionSSLPreTrainedModel, multi_view_transform, same_size_runs
 from .configuration_dino import DINOConfig
 
 NUM_GLOBAL_CROPS = 2
@@ -126,7 +126,7 @@ class DINOModel(VisionSSLPreTrainedModel):
         global_crops = torch.cat(views[:NUM_GLOBAL_CROPS])  # (2B, C, S, S)
         features = self.get_image_features(global_crops)  # (2B, D)
         # student: one backbone pass per run of crops of one size (DINO's MultiCropWrapper), one head pass
-        student_features = [features] + [self.get_image_features(torch.cat(run)) for run in _same_size_runs(views[2:])]
+        student_features = [features] + [self.get_image_features(torch.cat(run)) for run in same_size_runs(views[2:])]
         bottleneck, student_logits = self._head_outputs(torch.cat(student_features))  # (V B, bottleneck), (V B, K)
         loss = None
         if return_loss:
@@ -235,17 +235,6 @@ class DINOModel(VisionSSLPreTrainedModel):
         self._set_schedules(progress)
 
 
-def _same_size_runs(views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Consecutive views of one shape, in order: [l1, l2, l3] of sizes (s, s, t) -> [[l1, l2], [l3]]."""
-    runs: list[list[torch.Tensor]] = []
-    for view in views:
-        if runs and runs[-1][0].shape[1:] == view.shape[1:]:
-            runs[-1].append(view)
-        else:
-            runs.append([view])
-    return runs
-
-
 def dino_batch_transform(model: DINOModel, image_processor=None) -> MultiViewTransform:
     """DINO's multi-crop (:func:`hfssl.augment.multi_crop_recipes`): 2 global crops of the config's
     ``image_size`` (area share ``global_crop_scale``; blur p 1.0 / 0.1, solarisation p 0 / 0.2) and
@@ -261,5 +250,4 @@ def dino_batch_transform(model: DINOModel, image_processor=None) -> MultiViewTra
         global_crop_scale=tuple(config.global_crop_scale),
         local_crop_scale=tuple(config.local_crop_scale),
     )
-    mean, std = image_normalization(image_processor, config.num_channels)
-    return MultiViewTransform(ViewGenerator(recipes, config.image_size, config.num_channels, mean, std))
+    return multi_view_transform(config, recipes, image_processor)

@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, moco_v2_recipe
+from ...augment import moco_v2_recipe
 from ...backbones import pooled_features
 from ...distributed import gather, rank
 from ...heads import MLP
 from ...losses import moco_v2_loss
+from ...queues import enqueue
 from ...schedules import TrainingProgress, reset_teacher, teacher_copy, update_momentum
 from ...transforms import MultiViewTransform
-from ..vision import VisionSSLPreTrainedModel, image_normalization
+from ..vision import VisionSSLPreTrainedModel, multi_view_transform
 from .configuration_moco_v2 import MoCoV2Config
 
 logger = logging.getLogger(__name__)
@@ -156,15 +157,7 @@ class MoCoV2Model(VisionSSLPreTrainedModel):
         step brings more keys than K, the newest K remain. Non-finite keys keep the slot's old key."""
         dim = keys.shape[1]
         k1, k2 = gather(torch.cat(keys.chunk(2), dim=1)).split(dim, dim=1)  # one gather for both views
-        keys = torch.cat([k1, k2]).to(self.queue.dtype)  # (2N, C)
-        size, count = self.queue.shape[0], keys.shape[0]
-        start = self.queue_pointer
-        if count > size:  # the earlier keys of this step would be overwritten by its later ones
-            start, keys = start + count - size, keys[-size:]
-        positions = (start + torch.arange(keys.shape[0], device=keys.device)) % size
-        finite = torch.isfinite(keys).all(dim=1, keepdim=True)
-        self.queue[positions] = torch.where(finite, keys, self.queue[positions])
-        self.queue_pointer.copy_((self.queue_pointer + count) % size)
+        enqueue(self.queue, self.queue_pointer, torch.cat([k1, k2]))  # (2N, C)
 
     def check_training_set(self, rows: int, global_batch: int, drop_last: bool) -> None:
         """Before the first step (:func:`hfssl.training.guards.check_run_can_learn`): warn when the queue holds
@@ -208,5 +201,4 @@ def moco_v2_batch_transform(model: MoCoV2Model, image_processor=None) -> MultiVi
     Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"views": [2 x (B, C', S, S)]}``."""
     config = model.config
     recipe = moco_v2_recipe(config.image_size, config.min_crop_scale)
-    mean, std = image_normalization(image_processor, config.num_channels)
-    return MultiViewTransform(ViewGenerator([recipe, recipe], config.image_size, config.num_channels, mean, std))
+    return multi_view_transform(config, [recipe, recipe], image_processor)

@@ -29,13 +29,13 @@ from dataclasses import dataclass, replace
 import torch
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, byol_recipes
+from ...augment import byol_recipes
 from ...backbones import pooled_features
 from ...heads import PredictionHead, ProjectionHead
 from ...losses import moco_v3_loss
 from ...schedules import TrainingProgress, cosine_schedule, reset_teacher, teacher_copy, update_momentum
 from ...transforms import MultiViewTransform
-from ..vision import VisionSSLPreTrainedModel, image_normalization
+from ..vision import VisionSSLPreTrainedModel, multi_view_transform
 from .configuration_moco_v3 import MoCoV3Config
 
 
@@ -161,5 +161,4 @@ def moco_v3_batch_transform(model: MoCoV3Model, image_processor=None) -> MultiVi
     Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"views": [2 x (B, C', S, S)]}``."""
     config = model.config
     recipes = [replace(recipe, crop_scale=(config.min_crop_scale, 1.0)) for recipe in byol_recipes(config.image_size)]
-    mean, std = image_normalization(image_processor, config.num_channels)
-    return MultiViewTransform(ViewGenerator(recipes, config.image_size, config.num_channels, mean, std))
+    return multi_view_transform(config, recipes, image_processor)

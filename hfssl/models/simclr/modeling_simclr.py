@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 import torch
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, simclr_recipe
+from ...augment import simclr_recipe
 from ...heads import ProjectionHead
 from ...losses import nt_xent
 from ...transforms import MultiViewTransform
-from ..vision import VisionSSLPreTrainedModel, image_normalization
+from ..vision import VisionSSLPreTrainedModel, multi_view_transform
 from .configuration_simclr import SimCLRConfig
 
 
@@ -77,5 +77,4 @@ def simclr_batch_transform(model: SimCLRModel, image_processor=None) -> MultiVie
     recipe = replace(
         simclr_recipe(config.image_size, config.color_jitter_strength), crop_scale=(config.min_crop_scale, 1.0)
     )
-    mean, std = image_normalization(image_processor, config.num_channels)
-    return MultiViewTransform(ViewGenerator([recipe, recipe], config.image_size, config.num_channels, mean, std))
+    return multi_view_transform(config, [recipe, recipe], image_processor)

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, moco_v2_recipe
+from ...augment import moco_v2_recipe
 from ...heads import PredictionHead, ProjectionHead
 from ...losses import simsiam_loss
 from ...transforms import MultiViewTransform
-from ..vision import VisionSSLPreTrainedModel, image_normalization
+from ..vision import VisionSSLPreTrainedModel, multi_view_transform
 from .configuration_simsiam import SimSiamConfig
 
 
@@ -97,5 +97,4 @@ def simsiam_batch_transform(model: SimSiamModel, image_processor=None) -> MultiV
     Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"views": [2 x (B, C', S, S)]}``."""
     config = model.config
     recipe = moco_v2_recipe(config.image_size, config.min_crop_scale)
-    mean, std = image_normalization(image_processor, config.num_channels)
-    return MultiViewTransform(ViewGenerator([recipe, recipe], config.image_size, config.num_channels, mean, std))
+    return multi_view_transform(config, [recipe, recipe], image_processor)
