@@ -178,3 +178,14 @@ def all_reduce_mean(tensor: torch.Tensor, differentiable: bool = False) -> torch
     if not is_distributed():
         return tensor if differentiable else tensor.detach()
     return all_reduce_sum(tensor, differentiable) / dist.get_world_size()
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of ``tensor`` over processes, without gradient (e.g. the shift that keeps SwAV's
+    Sinkhorn exponentials finite). ``tensor.detach()`` at world size 1."""
+    tensor = tensor.detach()
+    if not is_distributed():
+        return tensor
+    reduced = tensor.clone()
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return reduced

@@ -7,10 +7,13 @@ result under data parallelism equals the result on the concatenated batch.
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather_with_offset
+from .distributed import all_reduce_max, all_reduce_sum, gather_with_offset
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
@@ -292,4 +295,248 @@ def dino_loss(
     # cross_entropy[g, v] = mean_b H(P_t(global crop g), P_s(crop v))
     cross_entropy = -torch.einsum("gbk,vbk->gv", targets, log_predictions) / batch_size
     other_crop = ~torch.eye(num_global, num_views, dtype=torch.bool, device=cross_entropy.device)
+    return cross_entropy[other_crop].mean()
+
+
+# Barlow Twins and VICReg read statistics of the whole global batch (means, variances, a cross-correlation, a
+# covariance). Each is a sum of rows divided by a row count, both all-reduced, the sum with gradients
+# (:func:`hfssl.distributed.all_reduce_sum`): every process computes the loss of the concatenated batch, unequal
+# per-process batches included, and DDP's averaging of the per-process gradients gives that loss's gradient.
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32, or in its own dtype when that is wider (float64 stays float64)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def _global_row_count(rows: torch.Tensor) -> torch.Tensor:
+    """N, the rows of ``rows`` (B, ...) summed over processes, as a float scalar."""
+    return all_reduce_sum(rows.new_tensor(float(rows.shape[0])))
+
+
+def _global_mean(rows: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(D,) mean over the global batch of ``rows`` (B, D), differentiable."""
+    return all_reduce_sum(rows.sum(0), differentiable=True) / count
+
+
+def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The D (D - 1) off-diagonal entries of a square (D, D) matrix, flattened."""
+    dim = matrix.shape[0]
+    if matrix.dim() != 2 or matrix.shape[1] != dim:
+        raise ValueError(f"off_diagonal expects a square matrix, got shape {tuple(matrix.shape)}.")
+    return matrix.flatten()[:-1].view(dim - 1, dim + 1)[:, 1:].flatten()
+
+
+def batch_standardize(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Batch normalisation without affine parameters over the **global** batch: ``(z - mean) / sqrt(var + eps)``
+    per dimension, with the biased variance (as ``nn.BatchNorm1d(affine=False)`` in training, and as Barlow
+    Twins' ``bn`` under SyncBatchNorm). Mean and variance are all-reduced with gradients.
+
+    Args:
+        z: (B, D) this process's embeddings.
+        eps: added to the variance (BatchNorm's 1e-5).
+
+    Returns:
+        (B, D): standardised with the statistics of the N rows of every process.
+    """
+    count = _global_row_count(z)
+    mean = _global_mean(z, count)
+    variance = _global_mean((z - mean).pow(2), count)
+    return (z - mean) / torch.sqrt(variance + eps)
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Barlow Twins' cross-correlation matrix ``C_ij = sum_b z1n_bi z2n_bj / N`` of the two views' embeddings,
+    each standardised over the global batch (:func:`batch_standardize`); the sum runs over the N rows of every
+    process (Zbontar et al. 2021, eq. 2).
+
+    Args:
+        z1, z2: (B, D) embeddings of the two views of this process's B images.
+
+    Returns:
+        (D, D), entries in [-1, 1] (up to ``eps``), the same on every process; float32 or wider.
+    """
+    _check_pair("cross_correlation", z1, z2)
+    count = _global_row_count(z1)
+    z1, z2 = batch_standardize(_at_least_float32(z1), eps), batch_standardize(_at_least_float32(z2), eps)
+    return all_reduce_sum(z1.T @ z2, differentiable=True) / count
+
+
+def barlow_twins_loss(
+    z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: float = 5e-3, eps: float = 1e-5
+) -> torch.Tensor:
+    """Barlow Twins' redundancy-reduction loss (Zbontar et al. 2021, "Barlow Twins: Self-Supervised Learning via
+    Redundancy Reduction", eq. 1 and Algorithm 1)::
+
+        L = sum_i (1 - C_ii)^2 + lambda sum_i sum_{j != i} C_ij^2
+
+    with C the cross-correlation of the two views' batch-standardised embeddings over the global batch
+    (:func:`cross_correlation`): the invariance term pulls the diagonal to 1, the redundancy-reduction term
+    the off-diagonal to 0.
+
+    Args:
+        z1, z2: (B, D) projector outputs of the two views (standardised here, over every process's rows).
+        off_diagonal_weight: lambda (paper: 5e-3; ``1 / D`` balances the two terms at any width, Tsai et al.
+            2021, "A Note on Connecting Barlow Twins with Negative-Sample-Free Contrastive Learning").
+        eps: added to the variance of the standardisation.
+
+    Returns:
+        Scalar >= 0 (0 only for C = I), the same on every process; in float32 or wider.
+    """
+    c = cross_correlation(z1, z2, eps)
+    on_diagonal = (1 - torch.diagonal(c)).pow(2).sum()
+    return on_diagonal + off_diagonal_weight * off_diagonal(c).pow(2).sum()
+
+
+class VICRegTerms(NamedTuple):
+    """VICReg's three terms (scalars), before their weights: ``invariance`` s(Z, Z'), ``variance`` the mean of
+    v(Z) and v(Z'), ``covariance`` c(Z) + c(Z')."""
+
+    invariance: torch.Tensor
+    variance: torch.Tensor
+    covariance: torch.Tensor
+
+
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, variance_target: float = 1.0, eps: float = 1e-4) -> VICRegTerms:
+    """The three terms of VICReg (Bardes et al. 2022, "VICReg: Variance-Invariance-Covariance Regularization for
+    Self-Supervised Learning", sec. 3.1-3.2), as in the authors' code (``vicreg/main_vicreg.py``), over the
+    global batch of N rows:
+
+    * invariance ``s(Z, Z') = mean_{b, d} (z_bd - z'_bd)^2`` (``F.mse_loss``);
+    * variance ``v(Z) = mean_d max(0, gamma - sqrt(Var(z_d) + eps))`` with the unbiased variance over the batch,
+      averaged over the two views;
+    * covariance ``c(Z) = sum_{i != j} C(Z)_ij^2 / D`` with ``C(Z) = sum_b (z_b - mean)(z_b - mean)^T / (N - 1)``,
+      summed over the two views.
+
+    Means, variances and covariances are all-reduced sums with gradients: every process gets the terms of the
+    concatenated batch.
+
+    Args:
+        z1, z2: (B, D) expander outputs of the two views on this process (N >= 2 rows over all processes).
+        variance_target: gamma, the standard deviation the hinge asks of each dimension (paper: 1).
+        eps: added to the variance before its square root (paper: 1e-4), against vanishing gradients at 0.
+
+    Returns:
+        :class:`VICRegTerms`, scalars in float32 or wider, the same on every process.
+    """
+    _check_pair("vicreg_terms", z1, z2)
+    z1, z2 = _at_least_float32(z1), _at_least_float32(z2)
+    count = _global_row_count(z1)
+    if count < 2:
+        raise ValueError("VICReg's variance and covariance need at least 2 images in the global batch.")
+    dim = z1.shape[1]
+    invariance = all_reduce_sum((z1 - z2).pow(2).sum(), differentiable=True) / (count * dim)
+    variance, covariance = z1.new_zeros(()), z1.new_zeros(())
+    for z in (z1, z2):
+        centred = z - _global_mean(z, count)
+        cov = all_reduce_sum(centred.T @ centred, differentiable=True) / (count - 1)  # (D, D)
+        std = torch.sqrt(torch.diagonal(cov) + eps)
+        variance = variance + F.relu(variance_target - std).mean() / 2
+        covariance = covariance + off_diagonal(cov).pow(2).sum() / dim
+    return VICRegTerms(invariance, variance, covariance)
+
+
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    variance_target: float = 1.0,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """VICReg's loss ``lambda s(Z, Z') + mu (v(Z) + v(Z')) / 2 + nu (c(Z) + c(Z'))`` (Bardes et al. 2022, eq. 6,
+    with the authors' code's mean of the two variance terms; see :func:`vicreg_terms`).
+
+    Args:
+        z1, z2: (B, D) expander outputs of the two views.
+        invariance_weight, variance_weight, covariance_weight: lambda, mu, nu (paper: 25, 25, 1).
+        variance_target, eps: gamma and epsilon of the variance term (paper: 1 and 1e-4).
+
+    Returns:
+        Scalar >= 0, the same on every process; in float32 or wider.
+    """
+    terms = vicreg_terms(z1, z2, variance_target, eps)
+    return (
+        invariance_weight * terms.invariance + variance_weight * terms.variance + covariance_weight * terms.covariance
+    )
+
+
+def _log_total_over_samples(log_q: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """``log sum exp(log_q)`` over the samples of every process: along ``dim`` (keeping it), or over every entry
+    (``dim`` None). The peak is all-reduced first, so no term overflows and the largest is exp(0)."""
+    peak = log_q.amax() if dim is None else log_q.amax(dim=dim, keepdim=True)
+    peak = all_reduce_max(peak)
+    terms = torch.exp(log_q - peak)
+    total = all_reduce_sum(terms.sum() if dim is None else terms.sum(dim=dim, keepdim=True))
+    return peak + total.log()
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
+    """SwAV's equipartitioned soft assignment of samples to prototypes (Caron et al. 2020, "Unsupervised Learning
+    of Visual Features by Contrasting Cluster Assignments", sec. 3.1 and Algorithm 1; their
+    ``distributed_sinkhorn``), over the **global** batch.
+
+    ``Q = exp(scores / epsilon)`` read as a (K, N) transport plan over the K prototypes and the N samples of every
+    process is scaled to total mass 1, then ``iterations`` times: each prototype's row to mass 1/K (sums over
+    samples all-reduced), each sample's column to mass 1/N (columns are local). The result is scaled by N so that
+    every sample's assignment sums to 1. The same steps as SwAV's code, in the log domain (log-sum-exps with
+    all-reduced peaks), so that no ``epsilon`` overflows ``exp`` or underflows a whole sample to 0. No gradient.
+
+    Args:
+        scores: (B, K) this process's scores z^T c_k (queued rows included, see
+            :class:`hfssl.models.swav.SwAVModel`).
+        epsilon: the entropy regularisation (paper: 0.05); smaller is sharper.
+        iterations: Sinkhorn-Knopp iterations (paper: 3).
+
+    Returns:
+        (B, K) codes in float32 (or wider), rows summing to 1; over the global batch each prototype's column sums
+        to about N / K (exactly after enough iterations).
+    """
+    if scores.dim() != 2 or scores.shape[0] == 0:
+        raise ValueError(f"sinkhorn_knopp expects (B, K) scores with B >= 1, got shape {tuple(scores.shape)}.")
+    log_q = _at_least_float32(scores.detach()).T / epsilon  # (K, B)
+    num_prototypes = log_q.shape[0]
+    log_count = _global_row_count(scores).log()
+    log_q = log_q - _log_total_over_samples(log_q, None)
+    for _ in range(iterations):
+        log_q = log_q - _log_total_over_samples(log_q, dim=1) - math.log(num_prototypes)  # prototypes: mass 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - log_count  # samples: mass 1/N
+    return torch.exp(log_q + log_count).T
+
+
+def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction (Caron et al. 2020, eq. 1-2 and their ``main_swav.py``): the code q of each
+    assigned crop g (a global crop) is predicted from every other crop v's scores,
+    ``l(z_v, q_g) = - sum_k q_gk log softmax(z_v^T c / tau)_k``, averaged over the batch, then over the
+    ``G V - G`` pairs (v != g).
+
+    Each sample meets only its own crops (the codes, the one cross-sample quantity, are constants computed
+    beforehand over the global batch), so DDP's average of the per-process losses is that of the concatenated
+    batch.
+
+    Args:
+        scores: (V, B, K) prototype scores of the V crops of B images, the G assigned crops first.
+        codes: (G, B, K) the Sinkhorn codes of the G assigned crops (detached here), rows summing to 1.
+        temperature: tau (paper: 0.1).
+
+    Returns:
+        Scalar >= 0; in float32 or wider.
+    """
+    if scores.dim() != 3 or codes.dim() != 3 or codes.shape[1:] != scores.shape[1:]:
+        raise ValueError(
+            f"swav_loss expects scores (V, B, K) and codes (G, B, K), got {tuple(scores.shape)} and "
+            f"{tuple(codes.shape)}."
+        )
+    num_views, batch_size, _ = scores.shape
+    num_assigned = codes.shape[0]
+    if num_views < 2 or not 1 <= num_assigned <= num_views:
+        raise ValueError(
+            f"swav_loss needs at least 2 crops and 1 <= G <= V assigned ones, got V={num_views}, G={num_assigned}."
+        )
+    log_predictions = F.log_softmax(_at_least_float32(scores) / temperature, dim=-1)
+    codes = codes.detach().to(log_predictions.dtype)
+    cross_entropy = -torch.einsum("gbk,vbk->gv", codes, log_predictions) / batch_size
+    other_crop = ~torch.eye(num_assigned, num_views, dtype=torch.bool, device=cross_entropy.device)
     return cross_entropy[other_crop].mean()
