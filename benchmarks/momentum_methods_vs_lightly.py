@@ -8,13 +8,14 @@
     python benchmarks/momentum_methods_vs_lightly.py --side both --methods byol --max_steps 3 \
         --max_train_samples 512 --max_eval_samples 256 --batch_size 32 --output_dir /tmp/mvl
 
-Every method of ``--methods`` (simclr, byol, simsiam, moco_v2, moco_v3, dino) is pretrained on the
-Fashion-MNIST train split twice, back to back: by hfssl (``recipes/pretrain_vision.py``) and by a plain
-PyTorch loop built from lightly's losses, heads, momentum utilities and transforms, in a subprocess run
-with ``--lightly_python`` (a separate venv, see ``../shared/docs/environment.md``). Both sides train the
-same transformers ResNet (the config is built once by hfssl, saved, and loaded by the lightly side), with
-the same head sizes and loss settings (:data:`SETTINGS`), batch size, AdamW learning rate, weight decay,
-warmup + cosine schedule and gradient clipping (1.0, the Trainer's default).
+Every method of ``--methods`` (simclr, byol, simsiam, moco_v2, moco_v3, dino, barlow_twins, vicreg, swav) is
+pretrained on the Fashion-MNIST train split twice, back to back: by hfssl (``recipes/pretrain_vision.py``) and
+by a plain PyTorch loop built from lightly's losses, heads, momentum utilities and transforms, in a subprocess
+run with ``--lightly_python`` (a separate venv, see ``../shared/docs/environment.md``). Both sides train the
+same transformers ResNet (the config is built once by hfssl, saved, and loaded by the lightly side), with the
+same head sizes and loss settings (:data:`SETTINGS`; the hfssl defaults the lightly side mirrors are in the
+``*_DEFAULTS`` dicts), batch size, AdamW learning rate, weight decay, warmup + cosine schedule and gradient
+clipping (1.0, the Trainer's default).
 
 Budget: each side first times ``--calibration_steps`` steps (hfssl: a throwaway run of the recipe; lightly:
 steps on the same process, after which the weights and optimizer are reset) and sets ``max_steps`` to
@@ -35,7 +36,21 @@ lightly has no MoCo v3 heads or loss, so its MoCo v3 uses lightly's generic ``Pr
 the paper's layout and ``NTXentLoss`` (which also takes the other view's queries as negatives);
 ``DINOLoss`` warms the teacher temperature up per whole epoch (hfssl per step). lightly's augmentations
 run on PIL images in ``--lightly_num_workers`` DataLoader workers, hfssl's on tensors in the training step.
-Gaussian blur is off on both sides at 32 px and below (hfssl's rule, the papers' CIFAR setting).
+Gaussian blur is off on both sides at 32 px and below (hfssl's rule, the papers' CIFAR setting), decided per
+crop size (SwAV's local crops get a second ``SwaVTransform`` when their rule differs from the global crops').
+
+Barlow Twins and VICReg match: lightly's ``BarlowTwinsLoss`` standardises with ``F.batch_norm`` (biased variance,
+eps 1e-5) and divides the cross-correlation by N, as hfssl's; ``VICRegLoss`` averages the two variance hinges
+(unbiased variance, eps 1e-4) and sums the two covariance terms (each / D), as hfssl's, with gamma fixed at 1
+(hfssl's ``variance_target`` default). Their lightly projectors give the last Linear a bias (hfssl: none), which
+the batch standardisation (Barlow Twins) and the differences and centring (VICReg) cancel. For SwAV, lightly's
+``SwaVPrototypes`` is a Linear *with* a bias (hfssl's and the paper's have none): ``normalize()`` rescales only
+the weights, and the learnt per-prototype bias shifts the swapped prediction's logits (the Sinkhorn codes are
+unchanged by it: the row normalisation removes it); lightly freezes the prototypes for the first epoch of steps
+with ``requires_grad_(False)`` in ``forward(x, step)``, so their gradients stay out of the clipping norm (hfssl
+drops them after clipping); its Sinkhorn-Knopp runs in the linear domain (hfssl's in the log domain, the same
+codes at epsilon 0.05). Both sides normalise the prototypes around every step (lightly before, as its example;
+hfssl after) and run the projection head once over all crops, the backbone once per crop size; no queue.
 """
 
 from __future__ import annotations
@@ -53,7 +68,7 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LIGHTLY_PYTHON = "/work/venvs/lightly/bin/python"
-ALL_METHODS = ("simclr", "byol", "simsiam", "moco_v2", "moco_v3", "dino")
+ALL_METHODS = ("simclr", "byol", "simsiam", "moco_v2", "moco_v3", "dino", "barlow_twins", "vicreg", "swav")
 
 # Head sizes and loss settings, identical on both sides (hfssl config field names), sized for a small
 # backbone on a CPU; fields left out keep hfssl's defaults, which the lightly side mirrors.
@@ -82,6 +97,10 @@ SETTINGS: dict[str, dict] = {
         "teacher_temperature_warmup_epochs": 30.0,
         "base_momentum": 0.996,
     },
+    "barlow_twins": {"projection_hidden_dim": 1024, "projection_dim": 1024, "off_diagonal_weight": 0.005},
+    "vicreg": {"projection_hidden_dim": 1024, "projection_dim": 1024},
+    # num_prototypes explicit: the recipe would otherwise lower it to one per 16 training images (hfssl only)
+    "swav": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 512, "num_local_crops": 4},
 }
 # hfssl defaults the lightly side needs to mirror (read from the configs in the main env, fixed here for the worker)
 DINO_DEFAULTS = {
@@ -94,6 +113,22 @@ DINO_DEFAULTS = {
     "freeze_last_layer_epochs": 1,
     "local_crop_scale": (0.05, 0.4),
     "global_crop_scale": (0.4, 1.0),
+}
+BARLOW_TWINS_DEFAULTS = {"min_crop_scale": 0.08}
+VICREG_DEFAULTS = {
+    "invariance_weight": 25.0,
+    "variance_weight": 25.0,
+    "covariance_weight": 1.0,
+    "variance_eps": 1e-4,
+    "min_crop_scale": 0.08,
+}
+SWAV_DEFAULTS = {
+    "temperature": 0.1,
+    "sinkhorn_epsilon": 0.05,
+    "sinkhorn_iterations": 3,
+    "global_crop_scale": (0.14, 1.0),
+    "local_crop_scale": (0.05, 0.14),
+    "freeze_prototypes_epochs": 1.0,
 }
 GREYSCALE_NORMALIZE = {"mean": [0.5], "std": [0.5]}
 
@@ -406,9 +441,17 @@ def define_torchvision_op_schemas():
     return lib  # keep it referenced
 
 
-def build_lightly_method(method: str, feature_dim: int, image_size: int):
-    """(student modules, teacher modules or None, loss, transform) from lightly's building blocks."""
-    from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
+def build_lightly_method(method: str, feature_dim: int, image_size: int, steps_per_epoch: int = 0):
+    """(student modules, loss, transform) from lightly's building blocks; ``steps_per_epoch`` sets SwAV's frozen
+    prototype steps."""
+    from lightly.loss import (
+        BarlowTwinsLoss,
+        DINOLoss,
+        NegativeCosineSimilarity,
+        NTXentLoss,
+        SwaVLoss,
+        VICRegLoss,
+    )
     from lightly.models.modules import heads
     from lightly.transforms import (
         BYOLTransform,
@@ -418,7 +461,9 @@ def build_lightly_method(method: str, feature_dim: int, image_size: int):
         MoCoV2Transform,
         SimCLRTransform,
         SimSiamTransform,
+        SwaVTransform,
     )
+    from lightly.transforms.multi_view_transform import MultiViewTransform
     from torch import nn
 
     s, blur = SETTINGS[method], image_size > 32
@@ -499,6 +544,50 @@ def build_lightly_method(method: str, feature_dim: int, image_size: int):
             gaussian_blur=(1.0 * blur, 0.1 * blur, 0.5 * (local > 32)), normalize=GREYSCALE_NORMALIZE,
         )  # fmt: skip
         return student, loss, transform
+    if method in ("barlow_twins", "vicreg"):
+        head = heads.BarlowTwinsProjectionHead if method == "barlow_twins" else heads.VICRegProjectionHead
+        student = {"projection": head(feature_dim, s["projection_hidden_dim"], s["projection_dim"])}
+        if method == "barlow_twins":
+            d = BARLOW_TWINS_DEFAULTS
+            loss = BarlowTwinsLoss(lambda_param=s["off_diagonal_weight"], gather_distributed=False)
+        else:
+            d = VICREG_DEFAULTS
+            loss = VICRegLoss(
+                lambda_param=d["invariance_weight"], mu_param=d["variance_weight"], nu_param=d["covariance_weight"],
+                gather_distributed=False, eps=d["variance_eps"],
+            )  # fmt: skip
+        crop = dict(**size, min_scale=d["min_crop_scale"])
+        transform = BYOLTransform(
+            BYOLView1Transform(**crop, gaussian_blur=1.0 * blur), BYOLView2Transform(**crop, gaussian_blur=0.1 * blur)
+        )
+        return student, loss, transform
+    if method == "swav":
+        d = SWAV_DEFAULTS
+        student = {
+            "projection": heads.SwaVProjectionHead(feature_dim, s["projection_hidden_dim"], s["projection_dim"]),
+            "prototypes": heads.SwaVPrototypes(
+                s["projection_dim"], n_prototypes=s["num_prototypes"],
+                n_steps_frozen_prototypes=round(d["freeze_prototypes_epochs"] * steps_per_epoch),
+            ),
+        }  # fmt: skip
+        loss = SwaVLoss(
+            temperature=d["temperature"], sinkhorn_iterations=d["sinkhorn_iterations"],
+            sinkhorn_epsilon=d["sinkhorn_epsilon"], sinkhorn_gather_distributed=False,
+        )  # fmt: skip
+        local, (g, l_) = max(1, round(image_size * 96 / 224)), (d["global_crop_scale"], d["local_crop_scale"])
+
+        def crops(sizes, counts, scales, blur_probability):
+            return SwaVTransform(
+                crop_sizes=sizes, crop_counts=counts, crop_min_scales=tuple(lo for lo, _ in scales),
+                crop_max_scales=tuple(hi for _, hi in scales), gaussian_blur=blur_probability,
+                normalize=GREYSCALE_NORMALIZE,
+            )  # fmt: skip
+
+        transform = crops((image_size, local), (2, s["num_local_crops"]), (g, l_), 0.5 * blur)
+        if (local > 32) != blur:  # one blur probability per SwaVTransform; hfssl decides per view size
+            local_views = crops((local,), (s["num_local_crops"],), (l_,), 0.5 * (local > 32))
+            transform = MultiViewTransform(transform.transforms[:2] + local_views.transforms)
+        return student, loss, transform
     raise ValueError(method)
 
 
@@ -519,7 +608,10 @@ def lightly_worker(args) -> None:
     config = AutoConfig.from_pretrained(os.path.join(shared, "backbone_config"))
     backbone = AutoModel.from_config(config)  # the same transformers ResNet as hfssl's
     feature_dim = int(config.hidden_sizes[-1])
-    heads_, criterion, transform = build_lightly_method(method, feature_dim, args.image_size)
+    # len(loader) below (drop_last), known here for SwAV's frozen prototype steps
+    heads_, criterion, transform = build_lightly_method(
+        method, feature_dim, args.image_size, len(images) // args.batch_size
+    )
     student = torch.nn.ModuleDict({"backbone": backbone, **heads_})
     momentum_methods = {"byol", "moco_v2", "moco_v3", "dino"}
     teacher = None
@@ -579,6 +671,15 @@ def lightly_worker(args) -> None:
             if len(views) > 2:
                 s_out += list(student["projection"](features(student, torch.cat(views[2:]))).chunk(len(views) - 2))
             return criterion(list(t), s_out, epoch=step // steps_per_epoch)
+        if method in ("barlow_twins", "vicreg"):  # both views through one backbone and projector pass, as hfssl
+            z = student["projection"](features(student, torch.cat(views))).chunk(2)
+            return criterion(z[0], z[1])
+        if method == "swav":  # one backbone pass per crop size, one head pass over all crops (as hfssl and SwAV)
+            runs = [views[:2], views[2:]] if len(views) > 2 else [views]
+            h = torch.cat([features(student, torch.cat(run)) for run in runs])
+            z = torch.nn.functional.normalize(student["projection"](h), dim=1)
+            scores = student["prototypes"](z, step).chunk(len(views))  # step: frozen during the first epoch
+            return criterion(list(scores[:2]), list(scores[2:]))
         raise ValueError(method)
 
     def momentum_at(step, total):
@@ -608,6 +709,8 @@ def lightly_worker(args) -> None:
                     optimizer.param_groups[0]["weight_decay"] = cosine_schedule(
                         step, total, DINO_DEFAULTS["base_weight_decay"], DINO_DEFAULTS["final_weight_decay"]
                     )
+                if method == "swav":  # prototypes on the unit sphere before each step, as lightly's example
+                    student["prototypes"].normalize()
                 loss = loss_of(views, step, total)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
+from .models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel, barlow_twins_batch_transform
 from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch_transform
 from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
 from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
@@ -21,6 +22,8 @@ from .models.moco_v2 import MoCoV2Config, MoCoV2Model, moco_v2_batch_transform
 from .models.moco_v3 import MoCoV3Config, MoCoV3Model, moco_v3_batch_transform
 from .models.simclr import SimCLRConfig, SimCLRModel, simclr_batch_transform
 from .models.simsiam import SimSiamConfig, SimSiamModel, simsiam_batch_transform
+from .models.swav import SwAVConfig, SwAVModel, swav_batch_transform
+from .models.vicreg import VICRegConfig, VICRegModel, vicreg_batch_transform
 from .models.word2vec import Word2VecConfig, Word2VecModel, word2vec_batch_transform
 
 __version__ = "0.1.0"
@@ -58,6 +61,9 @@ METHODS: dict[str, Method] = {
     "moco_v2": Method("image", MoCoV2Config, MoCoV2Model, moco_v2_batch_transform),
     "moco_v3": Method("image", MoCoV3Config, MoCoV3Model, moco_v3_batch_transform),
     "dino": Method("image", DINOConfig, DINOModel, dino_batch_transform),
+    "barlow_twins": Method("image", BarlowTwinsConfig, BarlowTwinsModel, barlow_twins_batch_transform),
+    "vicreg": Method("image", VICRegConfig, VICRegModel, vicreg_batch_transform),
+    "swav": Method("image", SwAVConfig, SwAVModel, swav_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
     "gpt": Method("text", GPTConfig, GPTModel),
     "bert": Method("text", BertPretrainingConfig, BertPretrainingModel, bert_batch_transform),
@@ -85,6 +91,8 @@ __all__ = [
     "MODALITIES",
     "Method",
     "methods_of",
+    "BarlowTwinsConfig",
+    "BarlowTwinsModel",
     "BartPretrainingConfig",
     "BartPretrainingModel",
     "BertPretrainingConfig",
@@ -103,6 +111,10 @@ __all__ = [
     "SimCLRModel",
     "SimSiamConfig",
     "SimSiamModel",
+    "SwAVConfig",
+    "SwAVModel",
+    "VICRegConfig",
+    "VICRegModel",
     "Word2VecConfig",
     "Word2VecModel",
     "__version__",

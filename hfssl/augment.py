@@ -164,6 +164,29 @@ def multi_crop_recipes(
     ]
 
 
+def swav_multi_crop_recipes(
+    global_size: int,
+    local_size: int,
+    num_local_crops: int,
+    global_crop_scale: tuple[float, float] = (0.14, 1.0),
+    local_crop_scale: tuple[float, float] = (0.05, 0.14),
+) -> list[ViewRecipe]:
+    """SwAV's multi-crop (Caron et al. 2020, sec. 3.2 and their ``main_swav.py``): 2 global crops of ``global_size``
+    pixels (area share ``global_crop_scale``), then ``num_local_crops`` local crops of ``local_size`` pixels
+    (``local_crop_scale``), all with SimCLR's colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) with
+    p=0.8, greyscale p=0.2), flip and Gaussian blur with p=0.5 (none in views of 32 pixels or less, as
+    :func:`simclr_recipe`); no solarisation. Pass ``global_size`` as the generator's ``image_size``."""
+    global_size, local_size = _check_size(global_size, "global_size"), _check_size(local_size, "local_size")
+    if isinstance(num_local_crops, bool) or not isinstance(num_local_crops, numbers.Integral) or num_local_crops < 0:
+        raise ValueError(f"num_local_crops must be an int >= 0, got {num_local_crops!r}.")
+    distortion = dict(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
+
+    def recipe(size: int, crop_scale: tuple[float, float]) -> ViewRecipe:
+        return ViewRecipe(crop_scale=crop_scale, **distortion, blur_probability=0.5 if size > 32 else 0.0, size=size)
+
+    return [recipe(global_size, global_crop_scale)] * 2 + [recipe(local_size, local_crop_scale)] * num_local_crops
+
+
 def default_normalization(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """ImageNet statistics for 3-channel backbones, 0.5/0.5 for single-channel ones."""
     return (

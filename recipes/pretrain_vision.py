@@ -120,6 +120,7 @@ def main(argv=None):
         model_args.pooling,
         backbone.image_size,
         backbone.num_channels,
+        num_images=len(data.train) if hasattr(data.train, "__len__") else None,
     )
     num_channels = model.config.num_channels
     image_processor = make_image_processor(model.config.image_size, num_channels)

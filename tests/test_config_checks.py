@@ -195,7 +195,7 @@ def test_a_language_config_refuses_a_backbone_of_the_wrong_kind():
 
 
 # ---- training arguments -------------------------------------------------------------------------
-VALID_ARGUMENTS = dict(knn_k=200, knn_temperature=0.1, lars_eta=0.001, lars_momentum=0.9)
+VALID_ARGUMENTS = dict(knn_k=200, knn_temperature=0.1, lars_eta=0.001, lars_momentum=0.9, lars_exclude_lr_scale=1.0)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +208,7 @@ VALID_ARGUMENTS = dict(knn_k=200, knn_temperature=0.1, lars_eta=0.001, lars_mome
         ("lars_eta", 0, "> 0"),
         ("lars_momentum", 1, "in [0, 1)"),
         ("lars_momentum", -0.1, "in [0, 1)"),
+        ("lars_exclude_lr_scale", 0, "> 0"),
     ],
 )
 def test_ssl_training_arguments_out_of_range_name_the_flag(name, value, expected):
@@ -218,7 +219,9 @@ def test_ssl_training_arguments_out_of_range_name_the_flag(name, value, expected
 
 
 def test_ssl_training_arguments_boundaries_pass(tmp_path):
-    check_ssl_training_arguments(SimpleNamespace(knn_k=1, knn_temperature=1e-6, lars_eta=1e-9, lars_momentum=0))
+    check_ssl_training_arguments(
+        SimpleNamespace(knn_k=1, knn_temperature=1e-6, lars_eta=1e-9, lars_momentum=0, lars_exclude_lr_scale=1e-9)
+    )
     from hfssl.training import SSLTrainingArguments
 
     check_ssl_training_arguments(SSLTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))

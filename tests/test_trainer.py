@@ -187,11 +187,18 @@ def test_lars_with_an_adamw_scale_learning_rate_is_flagged(tmp_path, caplog):
 
 
 def test_lars_is_used_when_asked(tmp_path, digits):
-    trainer = make_trainer(tmp_path, digits, use_lars=True, weight_decay=1e-4, save_strategy="no", max_steps=1)
+    trainer = make_trainer(
+        tmp_path, digits, use_lars=True, weight_decay=1e-4, save_strategy="no", max_steps=4, learning_rate=0.2,
+        lars_exclude_lr_scale=0.024, lr_scheduler_type="cosine", warmup_steps=0,
+    )  # fmt: skip
     trainer.train()
-    assert isinstance(
-        trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer, LARS
-    )
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    assert isinstance(optimizer, LARS)
+    # Barlow Twins' setting: biases and norms at 0.0048 beside the weights' 0.2, the ratio kept by the schedule
+    decayed, excluded = optimizer.param_groups
+    assert (decayed["initial_lr"], excluded["initial_lr"]) == pytest.approx((0.2, 0.0048))
+    assert excluded["lars_exclude"] and excluded["weight_decay"] == 0.0
+    assert decayed["lr"] < 0.2 and excluded["lr"] == pytest.approx(decayed["lr"] * 0.024)  # cosine, 4 steps in
 
 
 def test_collapse_monitors():

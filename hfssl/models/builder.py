@@ -55,14 +55,26 @@ def build_vision_ssl_model(
     pooling: str = "auto",
     image_size: int | None = None,
     num_channels: int | None = None,
+    num_images: int | None = None,
 ):
     """A fresh ``method.model_class`` whose backbone is ``backbone`` (model type or checkpoint).
 
-    A checkpoint's weights are loaded into the backbone; the heads start from their own init.
+    The config takes the method's defaults, then what suits a training set of ``num_images`` images
+    (``config.sized_for_data``, logged), then ``config_overrides``, which win. A checkpoint's weights are loaded
+    into the backbone; the heads start from their own init.
     """
     backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size, num_channels)
     extra = {} if image_size is None else {"image_size": image_size}
     config = method.config_class(backbone_config=backbone_config, pooling=pooling, **extra)
+    sized = config.sized_for_data(num_images) if hasattr(config, "sized_for_data") else {}
+    if sized:
+        logger.info(
+            "%s for %d training images (--config_overrides sets other values): %s",
+            type(config).__name__,
+            num_images,
+            ", ".join(f"{key}={value}" for key, value in sized.items()),
+        )
+        config = apply_config_overrides(config, sized)
     config = apply_config_overrides(config, config_overrides)
     model = method.model_class(config)
     if is_checkpoint(backbone):

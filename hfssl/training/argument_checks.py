@@ -44,9 +44,13 @@ def check_ssl_training_arguments(args) -> None:
     * ``--knn_k``: an int >= 1 (neighbours of the kNN vote);
     * ``--knn_temperature``: > 0 (the vote weights are ``exp(similarity / T)``);
     * ``--lars_eta``: > 0 (the trust coefficient scales every layer's step; 0 takes none);
-    * ``--lars_momentum``: in [0, 1) (1 never forgets a gradient, so the steps grow without bound).
+    * ``--lars_momentum``: in [0, 1) (1 never forgets a gradient, so the steps grow without bound);
+    * ``--lars_exclude_lr_scale``: > 0 (0 would freeze every bias and norm parameter).
     """
     require_int_flag(args, "knn_k", 1, "neighbours of the weighted kNN vote; 200 is the InstDisc protocol")
     require_real_flag(args, "knn_temperature", 0, None, low_open=True, hint="the vote weights are exp(sim / T)")
     require_real_flag(args, "lars_eta", 0, None, low_open=True, hint="the LARS trust coefficient; 0.001 is usual")
     require_real_flag(args, "lars_momentum", 0, 1, high_open=True, hint="SGD momentum; 0.9 is usual")
+    require_real_flag(
+        args, "lars_exclude_lr_scale", 0, None, low_open=True, hint="the biases' and norms' share of the learning rate"
+    )

@@ -63,6 +63,13 @@ class SSLTrainingArguments(PretrainingArguments):
     )
     lars_eta: float = field(default=0.001, metadata={"help": "LARS trust coefficient."})
     lars_momentum: float = field(default=0.9, metadata={"help": "LARS momentum."})
+    lars_exclude_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "With --use_lars, the learning rate of biases and norm parameters (no weight decay, no "
+            "adaptation) as a multiple of --learning_rate: Barlow Twins uses 0.0048 beside 0.2, i.e. 0.024."
+        },
+    )
     channels_last: bool = field(
         default=False,
         metadata={

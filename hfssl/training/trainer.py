@@ -243,7 +243,12 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for name, p in trainable if name in decay], "weight_decay": self.args.weight_decay},
-            {"params": [p for name, p in trainable if name not in decay], "weight_decay": 0.0, "lars_exclude": True},
+            {
+                "params": [p for name, p in trainable if name not in decay],
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+                "lr": self.args.learning_rate * self.args.lars_exclude_lr_scale,  # the schedule keeps the ratio
+            },
         ]
         self.optimizer = LARS(
             groups, lr=self.args.learning_rate, momentum=self.args.lars_momentum, eta=self.args.lars_eta
