@@ -149,12 +149,7 @@ def all_reduce_sum(tensor: torch.Tensor, differentiable: bool = False) -> torch.
         differentiable).
     """
     if not differentiable:
-        tensor = tensor.detach()
-        if not is_distributed():
-            return tensor
-        reduced = tensor.clone()
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-        return reduced
+        return _reduced_copy(tensor, dist.ReduceOp.SUM)
     if not is_distributed():
         return tensor
     return _AllReduceSum.apply(tensor)
@@ -181,11 +176,16 @@ def all_reduce_mean(tensor: torch.Tensor, differentiable: bool = False) -> torch
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise maximum of ``tensor`` over processes, without gradient (e.g. the shift that keeps SwAV's
-    Sinkhorn exponentials finite). ``tensor.detach()`` at world size 1."""
+    """Element-wise maximum of ``tensor`` over processes, without gradient (the peaks of SwAV's log-domain
+    Sinkhorn-Knopp). ``tensor.detach()`` at world size 1."""
+    return _reduced_copy(tensor, dist.ReduceOp.MAX)
+
+
+def _reduced_copy(tensor: torch.Tensor, op) -> torch.Tensor:
+    """A detached copy of ``tensor`` all-reduced with ``op`` (``tensor.detach()`` itself at world size 1)."""
     tensor = tensor.detach()
     if not is_distributed():
         return tensor
     reduced = tensor.clone()
-    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    dist.all_reduce(reduced, op=op)
     return reduced

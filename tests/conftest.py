@@ -207,6 +207,22 @@ def run_without_hfssl(script: str, timeout: float = 120) -> str:
     return answer["stdout"]
 
 
+def assert_save_load_round_trip(model, directory: pathlib.Path):
+    """``model.save_pretrained(directory)``, then ``AutoModel.from_pretrained(directory)`` is the same class with the
+    same state dict, bit for bit (teachers, queues and other buffers included). Returns the restored model."""
+    import torch
+    from transformers import AutoModel
+
+    model.save_pretrained(directory)
+    restored = AutoModel.from_pretrained(directory)
+    assert type(restored) is type(model)
+    expected = model.state_dict()
+    assert restored.state_dict().keys() == expected.keys()
+    for key, value in restored.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+    return restored
+
+
 def assert_backbones_load_without_hfssl(backbones: dict, tmp_path: pathlib.Path, weight: str, class_name: str):
     """Each exported folder ``tmp_path / name`` of ``backbones`` (name -> the module it was exported from) loads
     with plain transformers ``AutoModel`` in a process that never imports hfssl (:func:`run_without_hfssl`), as a

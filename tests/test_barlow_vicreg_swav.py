@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import (
     REPO_ROOT,
     assert_backbones_load_without_hfssl,
+    assert_save_load_round_trip,
     collate_pixels,
     random_image_rows,
     require_full_data,
@@ -462,13 +463,7 @@ def test_save_load_round_trip_and_exported_backbones_load_without_hfssl(tmp_path
     models = {"barlow_twins": tiny("barlow_twins"), "vicreg": tiny("vicreg"), "swav": tiny("swav", queue_size=4)}
     enqueue(models["swav"].queue, models["swav"].queue_pointer, torch.randn(3, 2, 8), models["swav"].queue_filled)
     for name, model in models.items():
-        model.save_pretrained(tmp_path / name)
-        restored = AutoModel.from_pretrained(tmp_path / name)
-        assert type(restored) is type(model)
-        expected = model.state_dict()
-        assert restored.state_dict().keys() == expected.keys()
-        for key, value in restored.state_dict().items():
-            torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        assert_save_load_round_trip(model, tmp_path / name)
         model.export_backbone(tmp_path / f"{name}_backbone")
         assert model.exported_network == "student"
     assert int(AutoModel.from_pretrained(tmp_path / "swav").queue_filled) == 3

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from conftest import (
     assert_backbones_load_without_hfssl,
+    assert_save_load_round_trip,
     collate_pixels,
     random_image_rows,
     short_run_arguments,
@@ -438,13 +439,7 @@ def test_save_load_round_trip_and_exported_backbones_load_without_hfssl(tmp_path
             for parameter in model.teacher_backbone.parameters():
                 parameter.mul_(0.5)
     for name, model in (("moco_v2", v2), ("moco_v3", v3)):
-        model.save_pretrained(tmp_path / name)
-        restored = AutoModel.from_pretrained(tmp_path / name)
-        assert type(restored) is type(model)
-        expected = model.state_dict()
-        assert restored.state_dict().keys() == expected.keys()
-        for key, value in restored.state_dict().items():
-            torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        assert_save_load_round_trip(model, tmp_path / name)
     assert torch.equal(AutoModel.from_pretrained(tmp_path / "moco_v2").queue_pointer, torch.tensor(4))
     v2.export_backbone(tmp_path / "v2_query")
     v3.export_backbone(tmp_path / "v3_online")

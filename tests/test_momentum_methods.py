@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from conftest import (
     REPO_ROOT,
     assert_backbones_load_without_hfssl,
+    assert_save_load_round_trip,
     collate_pixels,
     random_image_rows,
     short_run_arguments,
     stop_after,
     tiny_resnet_config,
 )
-from transformers import AutoModel
 
 import hfssl
 from hfssl.losses import byol_loss, negative_cosine, normalized_mse, simsiam_loss
@@ -236,13 +236,7 @@ def test_save_load_round_trip_and_exported_backbones_load_without_hfssl(tmp_path
             parameter.mul_(0.5)
     simsiam = tiny_simsiam()
     for name, model in (("byol", byol), ("simsiam", simsiam)):
-        model.save_pretrained(tmp_path / name)
-        restored = AutoModel.from_pretrained(tmp_path / name)
-        assert type(restored) is type(model)
-        expected = model.state_dict()
-        assert restored.state_dict().keys() == expected.keys()
-        for key, value in restored.state_dict().items():
-            torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        assert_save_load_round_trip(model, tmp_path / name)
     assert any(key.startswith("teacher_backbone.") for key in byol.state_dict())
     byol.export_backbone(tmp_path / "byol_online")
     simsiam.export_backbone(tmp_path / "simsiam_backbone")
