@@ -144,9 +144,7 @@ def multi_crop_recipes(
     As :func:`simclr_recipe`, views of 32 pixels or less get no blur (decided per view size: CIFAR-sized
     crops, e.g. 32 + 16 px, get none at all). Pass ``global_size`` as the generator's ``image_size``.
     """
-    global_size, local_size = _check_size(global_size, "global_size"), _check_size(local_size, "local_size")
-    if isinstance(num_local_crops, bool) or not isinstance(num_local_crops, numbers.Integral) or num_local_crops < 0:
-        raise ValueError(f"num_local_crops must be an int >= 0, got {num_local_crops!r}.")
+    global_size, local_size, num_local_crops = _check_multi_crop(global_size, local_size, num_local_crops)
 
     def recipe(size: int, crop_scale: tuple[float, float], blur: float, solarize: float = 0.0) -> ViewRecipe:
         return ViewRecipe(
@@ -176,9 +174,7 @@ def swav_multi_crop_recipes(
     (``local_crop_scale``), all with SimCLR's colour distortion of strength 1 (jitter (0.8, 0.8, 0.8, 0.2) with
     p=0.8, greyscale p=0.2), flip and Gaussian blur with p=0.5 (none in views of 32 pixels or less, as
     :func:`simclr_recipe`); no solarisation. Pass ``global_size`` as the generator's ``image_size``."""
-    global_size, local_size = _check_size(global_size, "global_size"), _check_size(local_size, "local_size")
-    if isinstance(num_local_crops, bool) or not isinstance(num_local_crops, numbers.Integral) or num_local_crops < 0:
-        raise ValueError(f"num_local_crops must be an int >= 0, got {num_local_crops!r}.")
+    global_size, local_size, num_local_crops = _check_multi_crop(global_size, local_size, num_local_crops)
     distortion = dict(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
 
     def recipe(size: int, crop_scale: tuple[float, float]) -> ViewRecipe:
@@ -281,6 +277,13 @@ def _jitter_range(value: JitterRange, name: str) -> tuple[float, float]:
             f"ViewRecipe.{name} range must satisfy {bounds[0]} <= min <= max <= {bounds[1]}, got {value}."
         )
     return low, high
+
+
+def _check_multi_crop(global_size, local_size, num_local_crops) -> tuple[int, int, int]:
+    """Multi-crop sizes as ints >= 1 and the local-crop count as an int >= 0, or a ValueError naming the argument."""
+    if isinstance(num_local_crops, bool) or not isinstance(num_local_crops, numbers.Integral) or num_local_crops < 0:
+        raise ValueError(f"num_local_crops must be an int >= 0, got {num_local_crops!r}.")
+    return _check_size(global_size, "global_size"), _check_size(local_size, "local_size"), num_local_crops
 
 
 def _check_size(value, name: str) -> int:

@@ -144,3 +144,10 @@ def require_rising_momentum(config: PreTrainedConfig, network: str) -> None:
         config.final_momentum >= config.base_momentum,
         f">= base_momentum = {config.base_momentum!r} (the momentum rises to it)",
     )
+
+
+def require_crop_scale(config: PreTrainedConfig, name: str) -> None:
+    """``name`` is a pair (min, max) of area shares with ``0 < min <= max <= 1`` (a multi-crop method's crop scale)."""
+    scale = getattr(config, name)
+    pair = isinstance(scale, (list, tuple)) and len(scale) == 2 and all(is_real(s) for s in scale)
+    require(config, name, pair and 0 < scale[0] <= scale[1] <= 1, "a pair (min, max) with 0 < min <= max <= 1")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from ..checks import (
-    is_real,
-    require,
     require_bool,
+    require_crop_scale,
     require_int,
     require_optional_int,
     require_real,
@@ -120,9 +119,7 @@ class DINOConfig(VisionSSLConfig):
         require_int(self, "num_local_crops", 0, "local crops per image; 0 trains on the 2 global crops alone")
         require_optional_int(self, "local_image_size", 1, "the side of the local crops; None derives it")
         for name in ("global_crop_scale", "local_crop_scale"):
-            scale = getattr(self, name)
-            pair = isinstance(scale, (list, tuple)) and len(scale) == 2 and all(is_real(s) for s in scale)
-            require(self, name, pair and 0 < scale[0] <= scale[1] <= 1, "a pair (min, max) with 0 < min <= max <= 1")
+            require_crop_scale(self, name)
         for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
             require_real(self, name, 0, low_open=True, hint="a softmax temperature")
         require_real(self, "teacher_temperature_warmup_epochs", 0, hint="epochs; 0 starts at teacher_temperature")

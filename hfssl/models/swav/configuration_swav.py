@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..checks import is_real, require, require_int, require_optional_int, require_real
+from ..checks import require_crop_scale, require_int, require_optional_int, require_real
 from ..vision import VisionSSLConfig, derived_local_crop_size
 
 # Training images per prototype below which sized_for_data lowers num_prototypes (SwAV's 3000 prototypes over
@@ -94,9 +94,7 @@ class SwAVConfig(VisionSSLConfig):
         require_optional_int(self, "local_image_size", 1, "the side of the local crops; None derives it")
         require_int(self, "queue_size", 0, "queued embeddings per global crop; 0 turns the queue off")
         for name in ("global_crop_scale", "local_crop_scale"):
-            scale = getattr(self, name)
-            pair = isinstance(scale, (list, tuple)) and len(scale) == 2 and all(is_real(s) for s in scale)
-            require(self, name, pair and 0 < scale[0] <= scale[1] <= 1, "a pair (min, max) with 0 < min <= max <= 1")
+            require_crop_scale(self, name)
         require_real(self, "temperature", 0, low_open=True, hint="a softmax temperature")
         require_real(self, "sinkhorn_epsilon", 0, low_open=True, hint="the entropy regularisation (paper: 0.05)")
         require_real(self, "freeze_prototypes_epochs", 0, hint="epochs; 0 never freezes the prototypes")
