@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, tiny_resnet_config, tiny_vit_config
 
 from hfssl import BertPretrainingConfig, BertPretrainingModel, SimCLRConfig, SimCLRModel, Word2VecConfig, Word2VecModel
-from hfssl.training.checkpoints import check_resume_checkpoint, safetensors_problem
+from hfssl.training.checkpoints import check_resume_checkpoint, load_checkpoint_weights, safetensors_problem
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import pretrain_bert  # noqa: E402
@@ -299,3 +299,23 @@ def test_resuming_with_other_architecture_flags_names_the_keys(tmp_path, small_c
     assert f"\n  {line}\n" in message, message
     assert snapshot(output) == before
     shutil.rmtree(output / "checkpoint-1")
+
+
+def test_resuming_renames_a_vits_original_format_keys_and_refuses_weights_of_another_model(tmp_path):
+    heads = dict(projection_hidden_dim=8, projection_dim=4, image_size=16)
+    torch.manual_seed(0)
+    saved = SimCLRModel(SimCLRConfig(backbone_config=tiny_vit_config(), **heads))
+    saved.save_pretrained(tmp_path / "vit")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "vit" / "model.safetensors"), "pt") as handle:  # written under ViT's original names
+        assert any(".encoder.layer.0.attention.attention.query." in key for key in handle.keys())
+    torch.manual_seed(1)
+    resumed = SimCLRModel(SimCLRConfig(backbone_config=tiny_vit_config(), **heads))
+    load_checkpoint_weights(resumed, str(tmp_path / "vit"))
+    expected = saved.state_dict()
+    for name, value in resumed.state_dict().items():  # every layer restored, none left at its initial weights
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+    other = SimCLRModel(SimCLRConfig(backbone_config=tiny_resnet_config(), **heads))
+    with pytest.raises(ValueError, match="do not fit this run's SimCLRModel.*--backbone"):
+        load_checkpoint_weights(other, str(tmp_path / "vit"))

@@ -18,6 +18,7 @@ import zipfile
 from typing import Any
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -323,3 +324,36 @@ def check_resume_checkpoint(checkpoint_dir: str, model) -> None:
     differences = config_differences(saved, _plain(config.to_dict()), saved_keys_only=saved_keys_only)
     if differences:
         raise ValueError(config_mismatch_message(checkpoint_dir, differences))
+
+
+def load_checkpoint_weights(model, checkpoint_dir: str) -> None:
+    """Load ``checkpoint_dir``'s ``model.safetensors`` into ``model`` (a ``PreTrainedModel``), every key accounted
+    for.
+
+    transformers 5 writes some models' weights under their original names (``save_pretrained``'s
+    ``save_original_format``: a ViT's ``layers.0.attention.q_proj`` is saved as
+    ``encoder.layer.0.attention.attention.query``), and ``Trainer`` resumes with a plain ``load_state_dict`` that
+    does not rename them back: those layers would keep their initial weights, with a logged warning. Here a
+    checkpoint whose keys do not match is read as ``from_pretrained`` reads it (renamed), and a key still missing
+    or left over is an error naming it."""
+    from safetensors.torch import load_file
+
+    state_dict = load_file(os.path.join(checkpoint_dir, SAFE_WEIGHTS_NAME), device="cpu")
+    if set(state_dict) == set(model.state_dict()):
+        model.load_state_dict(state_dict)
+        return
+    fix = "Resume with the model the checkpoint was saved from (the same --method, --backbone and overrides)."
+    try:
+        renamed, info = type(model).from_pretrained(checkpoint_dir, config=model.config, output_loading_info=True)
+    except RuntimeError as error:  # weights of other shapes
+        raise ValueError(
+            f"The weights in {checkpoint_dir} do not fit this run's {type(model).__name__}: {error}. {fix}"
+        ) from error
+    wrong = {kind: list(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(wrong.values()):
+        raise ValueError(
+            f"The weights in {checkpoint_dir} do not fit this run's {type(model).__name__}: "
+            + "; ".join(f"{kind.replace('_', ' ')} {keys[:5]}" for kind, keys in wrong.items() if keys)
+            + f". {fix}"
+        )
+    model.load_state_dict(renamed.state_dict())

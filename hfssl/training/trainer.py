@@ -25,17 +25,19 @@ left to it.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.modeling_utils import unwrap_model
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ..evaluation.frozen import frozen_feature_metrics
 from ..schedules import TrainingProgress
-from .checkpoints import check_resume_checkpoint
+from .checkpoints import check_resume_checkpoint, load_checkpoint_weights
 from .guards import (
     NonFiniteGuard,
     check_run_can_learn,
@@ -201,6 +203,15 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         grad_norm = super()._get_grad_norm(model, grad_norm)
         self.nonfinite_guard.record_grad_norm(grad_norm)
         return grad_norm
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Trainer's loading, except for an unsharded safetensors checkpoint of a ``PreTrainedModel``, whose keys are
+        renamed as ``from_pretrained`` renames them and must all match (:func:`load_checkpoint_weights`)."""
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        weights = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        if self.is_fsdp_enabled or not os.path.isfile(weights) or not isinstance(target, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_checkpoint_weights(target, resume_from_checkpoint)
 
     def _save_checkpoint(self, model, trial):
         where = f"checkpoint-{self.state.global_step}"
