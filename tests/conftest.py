@@ -385,3 +385,42 @@ def stop_after(step: int):
                 control.should_training_stop = True
 
     return StopAfter()
+
+
+# ---- 2 processes (gloo) against 1 on the concatenated batch ------------------------------------------
+WORLD = 2
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address, for a process group's rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_processes(worker, args, timeout: float = 120.0) -> None:
+    """``worker(rank, *args)`` in :data:`WORLD` spawned processes, with a deadline: a process that hangs (a collective
+    waiting for a peer that has gone) fails the test instead of hanging the suite."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    context = mp.start_processes(worker, args=args, nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{worker.__name__} did not finish within {timeout:.0f} s")
+
+
+def init_gloo(rank: int, port: int) -> None:
+    """Join the :data:`WORLD`-process gloo group at ``port`` as ``rank`` (inside a :func:`spawn_processes` worker)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))

@@ -13,17 +13,20 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     REPO_ROOT,
+    WORLD,
     assert_backbones_load_without_hfssl,
     assert_save_load_round_trip,
     collate_pixels,
+    free_port,
+    init_gloo,
     random_image_rows,
     require_full_data,
     short_run_arguments,
+    spawn_processes,
     stop_after,
     tiny_resnet_config,
     tiny_vit_config,
 )
-from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
 import hfssl
@@ -515,7 +518,7 @@ UNEQUAL = [3, 5]
 
 def _two_process_worker(rank: int, port: int, result_path: str):
     torch.set_num_threads(1)  # two processes on two cores
-    _init(rank, port)
+    init_gloo(rank, port)
     try:
         results = {"world": world_size(), "models": {}, "losses": {}}
         for method, model in _two_process_models().items():
@@ -541,7 +544,7 @@ def _two_process_worker(rank: int, port: int, result_path: str):
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     result_path = str(tmp_path_factory.mktemp("two_processes") / "result")
-    _spawn(_two_process_worker, (_free_port(), result_path))
+    spawn_processes(_two_process_worker, (free_port(), result_path))
     results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
     assert all(r["world"] == WORLD for r in results)
     return results

@@ -13,15 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import (
+    WORLD,
     assert_backbones_load_without_hfssl,
     collate_pixels,
+    free_port,
+    init_gloo,
     random_image_rows,
     short_run_arguments,
+    spawn_processes,
     stop_after,
     tiny_resnet_config,
     tiny_vit_config,
 )
-from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
 import hfssl
@@ -240,7 +243,7 @@ def _two_process_model():
 
 def _dino_worker(rank: int, port: int, result_path: str):
     torch.set_num_threads(1)  # two processes on two cores
-    _init(rank, port)
+    init_gloo(rank, port)
     try:
         model = _two_process_model()
         views = random_views(batch_size=6, channels=3)
@@ -267,7 +270,7 @@ def _dino_worker(rank: int, port: int, result_path: str):
 
 def test_two_processes_give_the_single_process_loss_gradients_and_centre(tmp_path):
     result_path = str(tmp_path / "result")
-    _spawn(_dino_worker, (_free_port(), result_path))
+    spawn_processes(_dino_worker, (free_port(), result_path))
     results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
     assert all(r["world"] == WORLD for r in results)
 

@@ -1,28 +1,16 @@
 """2 processes (gloo) against 1 process on the concatenated batch."""
 
-import datetime
-import os
-import socket
-import time
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conftest import WORLD, free_port, init_gloo, spawn_processes
 
 from hfssl.augment import simclr_view_generator
 from hfssl.distributed import all_reduce_mean, all_reduce_sum, gather, gather_with_offset, world_size
 from hfssl.losses import nt_xent
 
-WORLD = 2
 UNEQUAL_SIZES = [[3, 5]]  # per-process row counts of the unequal-batch gather
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _full_images(sizes):
@@ -63,23 +51,6 @@ def _nt_xent_case(rank: int, sizes):
         "world": world_size(),
         "views": views,
     }
-
-
-def _spawn(worker, args, timeout: float = 120.0) -> None:
-    """``mp.spawn`` with a deadline: a process that hangs (a collective waiting for a peer that has
-    gone) fails the test instead of hanging the suite."""
-    context = mp.start_processes(worker, args=args, nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"{worker.__name__} did not finish within {timeout:.0f} s")
-
-
-def _init(rank: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
 
 
 def test_gathered_nt_xent_equals_single_process_loss_and_gradients(two_process_results):
@@ -311,7 +282,7 @@ def _collectives_case(rank: int):
 
 def _worker(rank: int, port: int, result_path: str):
     """Every 2-process case of this file in one process group (process start-up dominates the cost)."""
-    _init(rank, port)
+    init_gloo(rank, port)
     try:
         results = {
             "nt_xent": {tuple(sizes): _nt_xent_case(rank, sizes) for sizes in ([4, 4], *UNEQUAL_SIZES)},
@@ -327,7 +298,7 @@ def _worker(rank: int, port: int, result_path: str):
 def two_process_results(tmp_path_factory):
     """One 2-process run of every case of this file: per rank, a dict of the cases' results."""
     result_path = str(tmp_path_factory.mktemp("two_processes") / "result")
-    _spawn(_worker, (_free_port(), result_path))
+    spawn_processes(_worker, (free_port(), result_path))
     return [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
 
 

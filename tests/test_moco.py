@@ -17,16 +17,19 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from conftest import (
+    WORLD,
     assert_backbones_load_without_hfssl,
     assert_save_load_round_trip,
     collate_pixels,
+    free_port,
+    init_gloo,
     random_image_rows,
     short_run_arguments,
+    spawn_processes,
     stop_after,
     tiny_resnet_config,
     tiny_vit_config,
 )
-from test_distributed import WORLD, _free_port, _init, _spawn
 from transformers import AutoModel, TrainerCallback
 
 import hfssl
@@ -502,7 +505,7 @@ def _moco_runs(rows: slice):
 
 def _moco_worker(rank: int, port: int, result_path: str):
     torch.set_num_threads(1)
-    _init(rank, port)
+    init_gloo(rank, port)
     try:
         result = _moco_runs(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH))
         result["world"] = dist.get_world_size()
@@ -513,7 +516,7 @@ def _moco_worker(rank: int, port: int, result_path: str):
 
 def test_two_processes_equal_one_on_the_concatenated_batch(tmp_path):
     result_path = str(tmp_path / "moco")
-    _spawn(_moco_worker, (_free_port(), result_path))
+    spawn_processes(_moco_worker, (free_port(), result_path))
     results = [torch.load(f"{result_path}.{rank}", weights_only=True) for rank in range(WORLD)]
     single = _moco_runs(slice(None))
     assert all(r["world"] == WORLD for r in results)
