@@ -47,7 +47,7 @@ from kornia.color import rgb_to_grayscale
 from kornia.filters import gaussian_blur2d
 from torch import nn
 
-from . import distributed
+from .transforms import uniform_draws_of_this_process
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -220,7 +220,11 @@ class _Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean) / self.std
+        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+
+    def inverse(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images back to [0, 1] pixels: ``images * std + mean``."""
+        return images * self.std.to(images.device) + self.mean.to(images.device)
 
 
 # Per-view parameter table: one row per recipe, these columns.
@@ -604,9 +608,7 @@ class ViewGenerator(nn.Module):
         # Every process draws the rows of the whole global batch (same seed, same stream) and keeps its
         # own: processes get different views, the same ones a single process would make for the
         # concatenated batch.
-        rows_here, process = batch * views, distributed.rank()
-        draws = torch.rand(distributed.world_size() * rows_here, _NUM_DRAWS, device=images.device, dtype=torch.float32)
-        draws = draws[process * rows_here : (process + 1) * rows_here]
+        draws = uniform_draws_of_this_process(batch * views, _NUM_DRAWS, images.device)
         out: list[torch.Tensor | None] = [None] * views
         for group in self.groups:
             if len(group.views) == views:  # one size: every row, as drawn
@@ -729,13 +731,18 @@ class EvalTransform(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.unit_images(images))
+
+    @torch.no_grad()
+    def unit_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The images before normalisation: resized, channel-matched, in [0, 1] (for methods that change pixels,
+        e.g. the denoising autoencoder's corruptions)."""
         images = to_unit_float(images)
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
             images = F.interpolate(
                 images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
             )
-        self.normalize.to(images.device)
-        return self.normalize(match_channels(images, self.num_channels))
+        return match_channels(images, self.num_channels)
 
 
 def simclr_view_generator(

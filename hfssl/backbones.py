@@ -49,6 +49,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import math
 import os
 import re
 from typing import NamedTuple
@@ -282,7 +283,7 @@ FEW_IMAGES = 10_000
 
 
 def choose_auto_backbone(
-    native_image_size: int, num_channels: int, num_images: int | None = None
+    native_image_size: int, num_channels: int, num_images: int | None = None, vit_only: bool = False
 ) -> AutoBackboneChoice:
     """Pick a preset and training image size that fit images of side ``native_image_size``.
 
@@ -300,6 +301,9 @@ def choose_auto_backbone(
       data than CNNs to train well (Dosovitskiy et al., 2021, section 4.3).
 
     The backbone takes the data's ``num_channels`` (1 for greyscale), so no channel is repeated.
+
+    ``vit_only`` (methods that need a ViT, e.g. MAE): ``vit-tiny`` where the rule says ``resnet-tiny``,
+    at the same size.
     """
     if native_image_size < 1:
         raise ValueError(f"native_image_size must be a positive number of pixels, got {native_image_size}.")
@@ -323,6 +327,9 @@ def choose_auto_backbone(
         rung -= 1
         why += f", one model size smaller with under {FEW_IMAGES:,} images"
     preset = ladder[rung]
+    if vit_only and not preset.startswith("vit"):
+        preset = "vit-tiny"
+        why += "; the method needs a ViT, so vit-tiny"
     kind = {1: "greyscale", 3: "RGB"}.get(num_channels, f"{num_channels}-channel")
     count = "" if num_images is None else f"{num_images:,} "
     message = (
@@ -381,7 +388,30 @@ def resolve_pooling(config: PreTrainedConfig, pooling: str) -> str:
 
 def pooled_features(backbone: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "auto") -> torch.Tensor:
     """Run ``backbone`` on normalised ``pixel_values`` (B, C, H, W) and pool to (B, D)."""
-    outputs = backbone(pixel_values=pixel_values, **_forward_kwargs(backbone, pixel_values))
+    return pool_outputs(backbone, backbone_outputs(backbone, pixel_values), pooling)
+
+
+def backbone_outputs(backbone: PreTrainedModel, pixel_values: torch.Tensor):
+    """``backbone``'s outputs on normalised ``pixel_values`` (B, C, H, W), ViT position embeddings interpolated
+    when the size differs from the config's."""
+    return backbone(pixel_values=pixel_values, **_forward_kwargs(backbone, pixel_values))
+
+
+def spatial_feature_map(last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """A backbone's ``last_hidden_state`` as a (B, C, h, w) map: convolutional maps as they are; tokens (B, L, D)
+    of a square grid of N = g^2 patches after L - N prefix tokens (CLS, registers; fewer than 2g + 1) as (B, D, g, g)."""
+    if last_hidden_state.dim() == 4:
+        return last_hidden_state
+    if last_hidden_state.dim() != 3:
+        raise ValueError(f"Expected (B, C, h, w) or (B, L, D) backbone outputs, got {tuple(last_hidden_state.shape)}.")
+    batch, length, dim = last_hidden_state.shape
+    side = math.isqrt(length)
+    patches = last_hidden_state[:, length - side * side :]
+    return patches.transpose(1, 2).reshape(batch, dim, side, side)
+
+
+def pool_outputs(backbone: PreTrainedModel, outputs, pooling: str = "auto") -> torch.Tensor:
+    """(B, D) pooled features of ``backbone``'s ``outputs`` by the ``pooling`` rule (see the module docstring)."""
     rule = resolve_pooling(backbone.config, pooling)
     hidden = outputs.last_hidden_state
     if rule == "pooler":

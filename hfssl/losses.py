@@ -540,3 +540,28 @@ def swav_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.
     cross_entropy = -torch.einsum("gbk,vbk->gv", codes, log_predictions) / batch_size
     other_crop = ~torch.eye(num_assigned, num_views, dtype=torch.bool, device=cross_entropy.device)
     return cross_entropy[other_crop].mean()
+
+
+def masked_patch_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MAE's reconstruction loss (He et al. 2022, sec. 3, "Reconstruction target"): the mean squared error
+    per patch, averaged over the masked patches only.
+
+    Every image hides the same number of patches, so with equal per-process batches DDP's average of the
+    per-process losses is the loss of the concatenated batch (the loss reads no other sample).
+
+    Args:
+        prediction: (B, N, P) predicted pixels of every patch (P = p * p * C).
+        target: (B, N, P) the patches' pixels (normalised per patch with ``norm_pix_loss``).
+        mask: (B, N), 1 for a masked patch, 0 for a visible one.
+
+    Returns:
+        Scalar >= 0; in float32 or wider.
+    """
+    if prediction.shape != target.shape or prediction.dim() != 3 or mask.shape != prediction.shape[:2]:
+        raise ValueError(
+            f"masked_patch_mse expects prediction and target (B, N, P) and a mask (B, N), got "
+            f"{tuple(prediction.shape)}, {tuple(target.shape)} and {tuple(mask.shape)}."
+        )
+    per_patch = (_at_least_float32(prediction) - target).pow(2).mean(dim=-1)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum()

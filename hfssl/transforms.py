@@ -31,6 +31,19 @@ from typing import Any
 
 import torch
 
+from . import distributed
+
+
+def uniform_draws_of_this_process(rows: int, columns: int, device: torch.device | str) -> torch.Tensor:
+    """(rows, columns) uniform draws in [0, 1): this process's share of the draws for the global batch.
+
+    Every process draws ``world_size * rows`` rows from the same stream (the trainer seeds all processes alike)
+    and keeps its own: processes get different draws, the ones a single process would make for the concatenated
+    batch (equal per-process batches)."""
+    draws = torch.rand(distributed.world_size() * rows, columns, device=device, dtype=torch.float32)
+    process = distributed.rank()
+    return draws[process * rows : (process + 1) * rows]
+
 
 class BatchTransform:
     """Base class of batch transforms: ``__call__(batch) -> dict`` of ``forward`` keyword arguments."""
@@ -96,6 +109,27 @@ class CollateInStep(BatchTransform):
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
         return self.collator(examples)
+
+
+class MaskedImageTransform(BatchTransform):
+    """Masked image modelling (MAE): ``{"pixel_values": uint8 (B, C, H, W), ...}`` -> ``{"pixel_values": (B, C', S, S),
+    "noise": (B, N)}``: one augmented view of every image and uniform noise per patch, whose largest values pick
+    the masked patches (:func:`hfssl.patches.patch_mask_from_noise`); drawn from the global batch's stream
+    (:func:`uniform_draws_of_this_process`), so N processes mask what one process would.
+
+    Args:
+        view_generator: uint8 images -> a list of one normalised view (:class:`hfssl.augment.ViewGenerator`).
+        num_patches: N, the patches of a view.
+    """
+
+    def __init__(self, view_generator: torch.nn.Module, num_patches: int):
+        self.view_generator = view_generator
+        self.num_patches = num_patches
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        (view,) = self.view_generator(batch["pixel_values"])
+        noise = uniform_draws_of_this_process(view.shape[0], self.num_patches, view.device)
+        return {"pixel_values": view, "noise": noise}
 
 
 def keep_examples(examples: list) -> list:

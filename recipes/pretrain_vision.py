@@ -110,7 +110,12 @@ def main(argv=None):
         data = load_vision_datasets(data_args)
     method = hfssl.METHODS[model_args.method]
     backbone = resolve_vision_backbone(
-        model_args.backbone, model_args.image_size, data.image_size, data.num_channels, len(data.train)
+        model_args.backbone,
+        model_args.image_size,
+        data.image_size,
+        data.num_channels,
+        len(data.train),
+        vit_only=getattr(method.model_class, "needs_vit_backbone", False),
     )
     model = build_vision_ssl_model(
         method,

@@ -9,6 +9,7 @@ from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
 
 import hfssl.augment as augment_module
+import hfssl.distributed as hfssl_distributed
 from hfssl.augment import (
     EvalTransform,
     ViewGenerator,
@@ -405,8 +406,8 @@ def test_two_processes_make_the_multi_crop_views_of_one_process_on_the_concatena
     single = generator(full)
     per_process = []
     for rank in range(2):
-        monkeypatch.setattr(augment_module.distributed, "world_size", lambda: 2)
-        monkeypatch.setattr(augment_module.distributed, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(hfssl_distributed, "world_size", lambda: 2)
+        monkeypatch.setattr(hfssl_distributed, "rank", lambda rank=rank: rank)
         torch.manual_seed(11)  # as the Trainer seeds every process alike
         per_process.append(generator(full[3 * rank : 3 * rank + 3]))
     for view, expected in enumerate(single):

@@ -28,12 +28,18 @@ class VisionBackboneChoice(NamedTuple):
 
 
 def resolve_vision_backbone(
-    backbone: str, image_size: int | None, native_image_size: int, num_channels: int, num_images: int | None
+    backbone: str,
+    image_size: int | None,
+    native_image_size: int,
+    num_channels: int,
+    num_images: int | None,
+    vit_only: bool = False,
 ) -> VisionBackboneChoice:
     """``--backbone`` and ``--image_size`` as given, with ``auto`` (and a missing size) picked from the data
-    (:func:`hfssl.backbones.choose_auto_backbone`, logged in one line). Presets take the data's channels;
-    model types and checkpoints keep their own (``num_channels=1`` in the overrides for greyscale)."""
-    choice = choose_auto_backbone(native_image_size, num_channels, num_images)
+    (:func:`hfssl.backbones.choose_auto_backbone`, logged in one line; ``vit_only`` for methods that need a ViT,
+    whose model class says ``needs_vit_backbone``). Presets take the data's channels; model types and checkpoints
+    keep their own (``num_channels=1`` in the overrides for greyscale)."""
+    choice = choose_auto_backbone(native_image_size, num_channels, num_images, vit_only=vit_only)
     if backbone == AUTO_BACKBONE:
         logger.info(choice.message if image_size is None else f"{choice.message} (--image_size {image_size} kept)")
         return VisionBackboneChoice(choice.preset, image_size or choice.image_size, choice.num_channels)
@@ -59,8 +65,8 @@ def build_vision_ssl_model(
 ):
     """A fresh ``method.model_class`` whose backbone is ``backbone`` (model type or checkpoint).
 
-    The config takes the method's defaults, then what suits a training set of ``num_images`` images
-    (``config.sized_for_data``, logged), then ``config_overrides``, which win. A checkpoint's weights are loaded
+    The config takes the method's defaults, then what suits a training set of ``num_images`` images at the
+    config's image size (``config.sized_for_data``, logged), then ``config_overrides``, which win. A checkpoint's weights are loaded
     into the backbone; the heads start from their own init.
     """
     backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size, num_channels)
@@ -69,9 +75,10 @@ def build_vision_ssl_model(
     sized = config.sized_for_data(num_images) if hasattr(config, "sized_for_data") else {}
     if sized:
         logger.info(
-            "%s for %d training images (--config_overrides sets other values): %s",
+            "%s sized for the data (%s training images of %d px; --config_overrides sets other values): %s",
             type(config).__name__,
-            num_images,
+            "unknown" if num_images is None else f"{num_images:,}",
+            config.image_size,
             ", ".join(f"{key}={value}" for key, value in sized.items()),
         )
         config = apply_config_overrides(config, sized)

@@ -69,8 +69,11 @@ def finish_run(
     eval_labels=None,
     class_names: Sequence[str] | None = None,
 ) -> None:
-    """Pictures, then the card (``write_card(write)`` returns its text and writes it when ``write``,
-    on the main process), then ``save_model`` (which pushes with ``--push_to_hub``)."""
+    """Pictures (a reconstruction method's ``reconstructions.png`` of the final model too), then the card
+    (``write_card(write)`` returns its text and writes it when ``write``, on the main process), then
+    ``save_model`` (which pushes with ``--push_to_hub``)."""
+    if hasattr(trainer, "draw_reconstructions"):
+        trainer.draw_reconstructions()
     draw_pictures(trainer, eval_features, eval_labels, class_names)
     trainer.model_card_text = write_card(trainer.is_world_process_zero())
     trainer.save_model()

@@ -125,6 +125,7 @@ PAPERS: dict[str, Paper] = {
         _arxiv("2111.06377"),
         "reconstructs the pixels of randomly masked patches from the visible ones",
     ),
+    "denoising_ae": _DENOISING,
     "dae": _DENOISING,
     "denoising_autoencoder": _DENOISING,
     "rotation": Paper(
@@ -199,7 +200,8 @@ PICTURE_CAPTIONS: dict[str, str] = {
     "training_curves.png": "Training curves: loss, learning rate, evaluation metrics and collapse monitors "
     "against the optimizer step.",
     "embedding_map.png": "Features of the evaluation images in two dimensions, coloured by label.",
-    "reconstructions.png": "Held-out inputs and the model's reconstructions of them.",
+    "reconstructions.png": "Held-out images, what the model saw of them (masked patches, or corrupted pixels) and its "
+    "reconstructions, at the last step.",
 }
 
 # Metrics that describe the run's cost rather than the model; they get their own table.

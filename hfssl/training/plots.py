@@ -1,4 +1,5 @@
-"""Pictures of a training run: curves from ``Trainer.state.log_history`` and a 2-D map of eval features.
+"""Pictures of a training run: curves from ``Trainer.state.log_history``, a 2-D map of eval features, and grids
+of images (a reconstruction method's inputs and outputs).
 
 Figures are built with matplotlib's object-oriented API on an Agg canvas: nothing touches pyplot's
 global figure registry or a display, so plotting works headless and no figure outlives its call.
@@ -255,6 +256,48 @@ def _class_name(label: int, class_names) -> str:
     if class_names is not None and 0 <= label < len(class_names):
         return str(class_names[label])
     return str(label)
+
+
+# ----------------------------------------------------------------------------- image panels
+
+
+def image_panels_figure(panels: dict, title: str | None = None) -> Figure:
+    """A grid of images: one row per panel (its name on the left), one column per image.
+
+    Args:
+        panels: name -> float tensor or array (B, C, H, W) with values in [0, 1], C 1 (shown grey) or 3; every
+            panel holds the same B images.
+        title: the figure's title, e.g. the training step.
+    """
+    rows = {name: _as_array(images) for name, images in panels.items()}
+    if not rows:
+        raise ValueError("image_panels_figure needs at least one panel.")
+    count = len(next(iter(rows.values())))
+    if any(len(images) != count for images in rows.values()):
+        raise ValueError(f"Every panel must hold the same images, got {[len(images) for images in rows.values()]}.")
+    figure = Figure(figsize=(1.2 * count + 1.6, 1.2 * len(rows) + (0.4 if title else 0.1)))
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(len(rows), count, squeeze=False)
+    for row, (name, images) in enumerate(rows.items()):
+        for column in range(count):
+            axes = grid[row][column]
+            image = np.clip(np.moveaxis(images[column], 0, -1), 0, 1)
+            if image.shape[-1] == 1:
+                axes.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                axes.imshow(image, interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+        grid[row][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.subplots_adjust(left=1.5 / figure.get_figwidth(), right=0.99, bottom=0.02, wspace=0.05, hspace=0.05)
+    return figure
+
+
+def plot_image_panels(panels: dict, path: str | os.PathLike, title: str | None = None) -> str:
+    """:func:`image_panels_figure` saved as a PNG at ``path``; returns the path."""
+    return _save(image_panels_figure(panels, title), path)
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> str:

@@ -48,6 +48,7 @@ from .guards import (
 from .model_card import HfsslModelCardMixin
 from .monitors import collapse_warning, effective_rank, embedding_std
 from .optim import LARS, decay_parameter_names
+from .plots import plot_image_panels
 from .transform_trainer import TransformTrainer
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ logger = logging.getLogger(__name__)
 MONITORED_OUTPUTS = ("embeddings", "features")
 
 
-FEATURE_METHODS = ("get_image_features", "get_text_features")
+FEATURE_METHODS = ("get_image_features", "get_text_features", "reconstruction_panels")
+RECONSTRUCTIONS = "reconstructions.png"
+PICTURE_IMAGES = 8  # held-out images in reconstructions.png
 
 
 def register_feature_forwards(model: nn.Module) -> None:
@@ -297,7 +300,38 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         dataset = getattr(dataloader, "dataset", None)
         if self.knn_train_dataset is not None and "label" in getattr(dataset, "column_names", ()):
             output.metrics[f"{metric_key_prefix}_knn_accuracy"] = self.knn_accuracy(dataset)
+        self.draw_reconstructions()
         return output
+
+    @torch.no_grad()
+    def draw_reconstructions(self) -> str | None:
+        """For models with ``reconstruction_panels`` (MAE, the denoising autoencoder): ``reconstructions.png`` in
+        ``--output_dir``, the first :data:`PICTURE_IMAGES` images of the eval split (else of the training split)
+        with a mask or corruption drawn from ``--seed``, so every evaluation shows the same inputs. Call it on every
+        process (FSDP gathers the weights); the main process writes. Returns the path written, else None."""
+        model = self.accelerator.unwrap_model(self.model)
+        dataset = self.eval_dataset if self.eval_dataset is not None else self.train_dataset
+        if (
+            getattr(model, "reconstruction_panels", None) is None
+            or self.feature_transform is None
+            or not hasattr(dataset, "__len__")
+            or not hasattr(dataset, "__getitem__")
+            or len(dataset) == 0
+        ):
+            return None
+        rows = [dataset[index] for index in range(min(PICTURE_IMAGES, len(dataset)))]
+        pixels = self.data_collator(rows)["pixel_values"].to(self.args.device)
+        normalization = self.feature_transform.normalize
+        images = normalization.inverse(self.feature_transform(pixels)).clamp(0, 1)
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator().manual_seed(self.args.seed)
+        panels = model.reconstruction_panels(images, normalization, normalization.inverse, generator)
+        model.train(was_training)
+        if not self.is_world_process_zero():
+            return None
+        path = os.path.join(self.args.output_dir, RECONSTRUCTIONS)
+        return plot_image_panels(panels, path, title=f"step {self.state.global_step}")
 
     def feature_dataloader(self, dataset) -> DataLoader:
         """An in-order loader over every row of ``dataset`` (never drops the last batch), sharded
