@@ -16,8 +16,10 @@ from .models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel, barlow_twi
 from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch_transform
 from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
 from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
+from .models.denoising_ae import DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform
 from .models.dino import DINOConfig, DINOModel, dino_batch_transform
 from .models.gpt import GPTConfig, GPTModel
+from .models.mae import MAEConfig, MAEModel, mae_batch_transform
 from .models.moco_v2 import MoCoV2Config, MoCoV2Model, moco_v2_batch_transform
 from .models.moco_v3 import MoCoV3Config, MoCoV3Model, moco_v3_batch_transform
 from .models.simclr import SimCLRConfig, SimCLRModel, simclr_batch_transform
@@ -64,6 +66,8 @@ METHODS: dict[str, Method] = {
     "barlow_twins": Method("image", BarlowTwinsConfig, BarlowTwinsModel, barlow_twins_batch_transform),
     "vicreg": Method("image", VICRegConfig, VICRegModel, vicreg_batch_transform),
     "swav": Method("image", SwAVConfig, SwAVModel, swav_batch_transform),
+    "mae": Method("image", MAEConfig, MAEModel, mae_batch_transform),
+    "denoising_ae": Method("image", DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
     "gpt": Method("text", GPTConfig, GPTModel),
     "bert": Method("text", BertPretrainingConfig, BertPretrainingModel, bert_batch_transform),
@@ -99,10 +103,14 @@ __all__ = [
     "BertPretrainingModel",
     "BYOLConfig",
     "BYOLModel",
+    "DenoisingAEConfig",
+    "DenoisingAEModel",
     "DINOConfig",
     "DINOModel",
     "GPTConfig",
     "GPTModel",
+    "MAEConfig",
+    "MAEModel",
     "MoCoV2Config",
     "MoCoV2Model",
     "MoCoV3Config",
