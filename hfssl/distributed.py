@@ -175,6 +175,15 @@ def all_reduce_mean(tensor: torch.Tensor, differentiable: bool = False) -> torch
     return all_reduce_sum(tensor, differentiable) / dist.get_world_size()
 
 
+def broadcast_(tensor: torch.Tensor, source: int = 0) -> torch.Tensor:
+    """``tensor`` overwritten in place by process ``source``'s (without gradient); unchanged at world size 1. Returns
+    ``tensor``."""
+    if is_distributed():
+        with torch.no_grad():
+            dist.broadcast(tensor, src=source)
+    return tensor
+
+
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Element-wise maximum of ``tensor`` over processes, without gradient (the peaks of SwAV's log-domain
     Sinkhorn-Knopp). ``tensor.detach()`` at world size 1."""

@@ -503,12 +503,28 @@ def _moco_runs(rows: slice):
     }
 
 
+def _ddp_queue_run(rank: int) -> dict:
+    """Under DDP (which broadcasts process 0's buffers before every forward by default), process 1 starts from a
+    queue of its own: the forward leaves it (the queue is not broadcast), the train-start synchronisation replaces it
+    by process 0's."""
+    steps, _ = _global_inputs()
+    model = _vit_moco_v2()
+    if rank == 1:
+        model.queue.fill_(7.0)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)  # broadcast_buffers=True, accelerate's default
+    ddp(views=[view[rank : rank + 1] for view in steps[0]])  # enqueues 2 x 2 gathered keys into 10 slots
+    after_forward = model.queue.clone()
+    model.synchronize_replicated_buffers()
+    return {"ddp_queue_after_forward": after_forward, "ddp_queue_synchronized": model.queue.clone()}
+
+
 def _moco_worker(rank: int, port: int, result_path: str):
     torch.set_num_threads(1)
     init_gloo(rank, port)
     try:
         result = _moco_runs(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH))
         result["world"] = dist.get_world_size()
+        result.update(_ddp_queue_run(rank))
         torch.save(result, f"{result_path}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -532,6 +548,13 @@ def test_two_processes_equal_one_on_the_concatenated_batch(tmp_path):
         averaged = torch.cat([r["v3_grads"][view] for r in results]) / WORLD
         torch.testing.assert_close(averaged, single["v3_grads"][view], rtol=1e-7, atol=1e-10)
         assert single["v3_grads"][view].abs().sum() > 0 and all(r["v3_key_grads"][view] is None for r in results)
+    # DDP does not broadcast the queue at each forward; the train-start synchronisation makes it process 0's
+    first, second = (r["ddp_queue_after_forward"] for r in results)
+    assert torch.all(second[4:] == 7.0) and not torch.any(first == 7.0)  # 4 keys enqueued, the rest process 1's own
+    torch.testing.assert_close(first[:4], second[:4], rtol=0, atol=0)  # the same gathered keys on both
+    for r in results:
+        torch.testing.assert_close(r["ddp_queue_synchronized"], first, rtol=0, atol=0)
+    assert hfssl.MoCoV2Model.replicated_buffers == ("queue", "queue_pointer")
     # every process holds the queue one process has on the concatenated batch
     for r in results:
         torch.testing.assert_close(r["v2_queue"], single["v2_queue"], rtol=0, atol=1e-12)

@@ -15,6 +15,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from ..augment import ViewGenerator, default_normalization
 from ..backbones import POOLING_CHOICES, backbone_feature_dim, build_backbone, pooled_features
+from ..distributed import broadcast_
 from ..transforms import MultiViewTransform
 from .checks import CheckedConfig, require_choice, require_int
 from .export import saved_preprocessor
@@ -104,11 +105,25 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
     base_model_prefix = "hfssl"
     supports_gradient_checkpointing = True
     accepts_loss_kwargs = False  # forward returns a mean loss; Trainer must not rescale it
+    # Buffers that every process keeps identical by construction (queues of gathered keys, all-reduced centres).
+    # DDP broadcasts every buffer from process 0 before each forward (``broadcast_buffers``), 32 MB a step for MoCo's
+    # 65,536 x 128 queue; these are left out of it (``_ddp_params_and_buffers_to_ignore``) and made equal once,
+    # when training starts (:meth:`synchronize_replicated_buffers`).
+    replicated_buffers: tuple[str, ...] = ()
 
     def __init__(self, config: VisionSSLConfig):
         super().__init__(config)
         self.backbone = build_backbone(config.backbone_config, config.pooling)
         self.feature_dim = backbone_feature_dim(config.backbone_config)
+        if self.replicated_buffers:
+            self._ddp_params_and_buffers_to_ignore = list(self.replicated_buffers)
+
+    def synchronize_replicated_buffers(self) -> None:
+        """Process 0's :attr:`replicated_buffers` on every process (a collective: call it on all of them). The step
+        hooks call it when training starts, so a run whose processes built different initial queues (other seeds)
+        still shares one."""
+        for name in self.replicated_buffers:
+            broadcast_(self.get_buffer(name))
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features of normalised images: (B, C, H, W) -> (B, D)."""

@@ -103,6 +103,9 @@ class StepHooks(TrainerCallback):
         except TypeError:
             self.steps_per_epoch = None
         self.decayed_groups = self._decayed_groups(model)
+        synchronize = getattr(unwrap_model(model), "synchronize_replicated_buffers", None)
+        if synchronize is not None:
+            synchronize()
         self._call("on_train_start", model, state.global_step, state.max_steps)
 
     def _decayed_groups(self, model) -> list[int]:

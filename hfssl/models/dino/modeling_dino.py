@@ -68,6 +68,7 @@ class DINOModel(VisionSSLPreTrainedModel):
     paper evaluates) instead of the student's."""
 
     config_class = DINOConfig
+    replicated_buffers = ("center",)  # the same on every process: not broadcast by DDP at each step
     # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
     min_global_batch_size = 2
     min_global_batch_reason = (

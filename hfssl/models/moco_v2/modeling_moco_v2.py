@@ -93,6 +93,7 @@ class MoCoV2Model(VisionSSLPreTrainedModel):
     """
 
     config_class = MoCoV2Config
+    replicated_buffers = ("queue", "queue_pointer")  # the same on every process: not broadcast by DDP at each step
     # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
     min_global_batch_size = 1
     min_global_batch_reason = (

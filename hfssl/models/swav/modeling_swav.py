@@ -74,6 +74,11 @@ class SwAVModel(VisionSSLPreTrainedModel):
     """
 
     config_class = SwAVConfig
+    replicated_buffers = (
+        "queue",
+        "queue_pointer",
+        "queue_filled",
+    )  # the same on every process: not broadcast by DDP at each step
     # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
     min_global_batch_size = 2
     min_global_batch_reason = (
