@@ -410,6 +410,13 @@ def spatial_feature_map(last_hidden_state: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(batch, dim, side, side)
 
 
+def patch_projection(backbone: torch.nn.Module) -> torch.nn.Module | None:
+    """A ViT-family backbone's patch projection (``embeddings.patch_embeddings.projection``, the convolution that
+    embeds each patch), else None (convolutional networks)."""
+    patches = getattr(getattr(backbone, "embeddings", None), "patch_embeddings", None)
+    return getattr(patches, "projection", None)
+
+
 def pool_outputs(backbone: PreTrainedModel, outputs, pooling: str = "auto") -> torch.Tensor:
     """(B, D) pooled features of ``backbone``'s ``outputs`` by the ``pooling`` rule (see the module docstring)."""
     rule = resolve_pooling(backbone.config, pooling)

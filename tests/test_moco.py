@@ -369,6 +369,32 @@ def test_resumed_moco_v2_run_equals_the_uninterrupted_one_key_encoder_and_queue_
 # ---- configs, registration, save, load, export ---------------------------------------------------
 
 
+def test_moco_v3_keeps_a_vits_random_patch_projection_fixed_also_after_loading(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_moco_v3(backbone_config=tiny_vit_config(image_size=8, num_channels=1)).train()
+    projection = model.backbone.embeddings.patch_embeddings.projection
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model(views=random_views()).loss.backward()
+    assert projection.weight.grad is None and projection.bias.grad is None
+    optimizer.step()
+    after = model.state_dict()
+    fixed = "backbone.embeddings.patch_embeddings.projection.weight"
+    assert torch.equal(after[fixed], before[fixed])  # the random projection is kept
+    assert not torch.equal(after["backbone.embeddings.cls_token"], before["backbone.embeddings.cls_token"])
+    model.save_pretrained(tmp_path / "v3")
+    restored = AutoModel.from_pretrained(tmp_path / "v3")  # loading makes parameters trainable: frozen again
+    frozen = {name for name, parameter in restored.named_parameters() if not parameter.requires_grad}
+    assert "backbone.embeddings.patch_embeddings.projection.weight" in frozen
+    assert all(name.startswith("teacher_") or "patch_embeddings" in name for name in frozen)
+    assert any(name.startswith("teacher_") for name in frozen)
+    trained = tiny_moco_v3(
+        backbone_config=tiny_vit_config(image_size=8, num_channels=1), freeze_patch_projection=False
+    )
+    assert trained.backbone.embeddings.patch_embeddings.projection.weight.requires_grad
+    assert all(p.requires_grad for p in tiny_moco_v3().backbone.parameters())  # a ResNet has no patch projection
+
+
 def test_configs_have_the_papers_defaults_and_validate_their_ranges():
     v2, v3 = hfssl.MoCoV2Config(), hfssl.MoCoV3Config()
     assert (v2.projection_hidden_dim, v2.projection_dim, v2.queue_size, v2.momentum, v2.tau) == (

@@ -118,6 +118,21 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
         if self.replicated_buffers:
             self._ddp_params_and_buffers_to_ignore = list(self.replicated_buffers)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, with the parameters the model builds without gradient (teachers,
+        fixed position embeddings, a frozen patch projection) frozen again: loading makes every parameter
+        trainable, and a teacher that asks for gradients makes DDP wait for gradients that never come."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        with torch.device("meta"):  # the same architecture, built without memory, says which parameters are fixed
+            fresh = cls(model.config)
+        fixed = {name for name, parameter in fresh.named_parameters() if not parameter.requires_grad}
+        for name, parameter in model.named_parameters():
+            if name in fixed:
+                parameter.requires_grad_(False)
+        return loaded
+
     def synchronize_replicated_buffers(self) -> None:
         """Process 0's :attr:`replicated_buffers` on every process (a collective: call it on all of them). The step
         hooks call it when training starts, so a run whose processes built different initial queues (other seeds)

@@ -158,18 +158,10 @@ class MAEModel(VisionSSLPreTrainedModel):
 
     def freeze_fixed_position_embeddings(self) -> None:
         """No gradient to the fixed position embeddings (the decoder's, and the encoder's with
-        ``fixed_position_embeddings``)."""
+        ``fixed_position_embeddings``); ``from_pretrained`` freezes them again after loading."""
         self.decoder.decoder_pos_embed.requires_grad_(False)
         if self.config.fixed_position_embeddings:
             self.backbone.embeddings.position_embeddings.requires_grad_(False)
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, with the fixed position embeddings frozen again (loading makes
-        every parameter trainable)."""
-        model = super().from_pretrained(*args, **kwargs)
-        (model[0] if isinstance(model, tuple) else model).freeze_fixed_position_embeddings()
-        return model
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -36,6 +36,9 @@ class MoCoV3Config(VisionSSLConfig):
         min_crop_scale: smallest area share of the random resized crop (paper: 0.08), in (0, 1].
         export_teacher: ``export_backbone`` writes the momentum encoder's backbone instead of the online
             encoder's (the default, which the paper evaluates).
+        freeze_patch_projection: keep a ViT backbone's patch projection at its random initialisation (no gradient),
+            the paper's stability trick for ViTs (sec. 4.1; ``--stop-grad-conv1`` in their ViT recipes); backbones
+            without a patch projection (ResNet) are unaffected.
 
     Every field is checked at construction (:class:`~hfssl.models.checks.CheckedConfig`).
     """
@@ -52,6 +55,7 @@ class MoCoV3Config(VisionSSLConfig):
     final_momentum: float = 1.0
     min_crop_scale: float = 0.08
     export_teacher: bool = False
+    freeze_patch_projection: bool = True
 
     def check_ranges(self) -> None:
         """Widths and layers are ints >= 1; ``tau`` > 0; momenta in [0, 1] with ``base_momentum <=
@@ -67,3 +71,4 @@ class MoCoV3Config(VisionSSLConfig):
         require_rising_momentum(self, "momentum encoder")
         require_real(self, "min_crop_scale", 0, 1, low_open=True, hint="the smallest area share of a crop")
         require_bool(self, "export_teacher")
+        require_bool(self, "freeze_patch_projection")

@@ -30,7 +30,7 @@ import torch
 from transformers.utils import ModelOutput
 
 from ...augment import byol_recipes
-from ...backbones import pooled_features
+from ...backbones import patch_projection, pooled_features
 from ...heads import PredictionHead, ProjectionHead
 from ...losses import moco_v3_loss
 from ...schedules import TrainingProgress, cosine_schedule, reset_teacher, teacher_copy, update_momentum
@@ -67,8 +67,8 @@ class MoCoV3Model(VisionSSLPreTrainedModel):
     last_batch_norm=True)``: BatchNorm after every Linear, the last one without affine parameters.
 
     The BatchNorm of the heads normalises over each process's batch (the paper uses SyncBatchNorm:
-    ``--sync_batchnorm`` on GPUs). Not implemented: the paper's frozen random patch projection for ViTs, a
-    stability trick for large learning rates.
+    ``--sync_batchnorm`` on GPUs). A ViT backbone's patch projection stays at its random initialisation
+    (``freeze_patch_projection``, the paper's stability trick for ViTs).
     """
 
     config_class = MoCoV3Config
@@ -103,6 +103,10 @@ class MoCoV3Model(VisionSSLPreTrainedModel):
             last_batch_norm=bool(config.prediction_last_batch_norm),
         )
         self.post_init()
+        if config.freeze_patch_projection:  # sec. 4.1: a fixed random patch projection stabilises ViT training
+            projection = patch_projection(self.backbone)
+            if projection is not None:
+                projection.requires_grad_(False)
         # f_k: copies of the initialised backbone and projector (never re-initialised)
         self.teacher_backbone = teacher_copy(self.backbone)
         self.teacher_projection_head = teacher_copy(self.projection_head)
