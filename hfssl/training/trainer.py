@@ -24,6 +24,7 @@ left to it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 
@@ -314,15 +315,13 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         process (FSDP gathers the weights); the main process writes. Returns the path written, else None."""
         model = self.accelerator.unwrap_model(self.model)
         dataset = self.eval_dataset if self.eval_dataset is not None else self.train_dataset
-        if (
-            getattr(model, "reconstruction_panels", None) is None
-            or self.feature_transform is None
-            or not hasattr(dataset, "__len__")
-            or not hasattr(dataset, "__getitem__")
-            or len(dataset) == 0
-        ):
+        if isinstance(dataset, dict):  # several eval splits: the first
+            dataset = next(iter(dataset.values()), None)
+        if getattr(model, "reconstruction_panels", None) is None or self.feature_transform is None or dataset is None:
             return None
-        rows = [dataset[index] for index in range(min(PICTURE_IMAGES, len(dataset)))]
+        rows = list(itertools.islice(iter(dataset), PICTURE_IMAGES))  # a streamed split's first rows too
+        if not rows:
+            return None
         pixels = self.data_collator(rows)["pixel_values"].to(self.args.device)
         normalization = self.feature_transform.normalize
         images = normalization.inverse(self.feature_transform(pixels)).clamp(0, 1)
