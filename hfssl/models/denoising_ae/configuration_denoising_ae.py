@@ -15,8 +15,8 @@ class DenoisingAEConfig(VisionSSLConfig):
     Vincent et al. 2008, "Extracting and Composing Robust Features with Denoising Autoencoders": corrupt the
     input, encode it, and reconstruct the clean input. The encoder is the backbone (any transformers vision
     model); the decoder a light convolutional one on the backbone's last feature map. Defaults follow the
-    paper's best MNIST setting: masking noise on 25% of the pixels, the cross-entropy reconstruction loss
-    for inputs in [0, 1].
+    paper: its masking noise (a fraction of the input set to 0; 25% of the pixels by default) and the
+    cross-entropy reconstruction loss for inputs in [0, 1].
 
     Args:
         backbone_config, pooling, image_size: see :class:`~hfssl.models.vision.VisionSSLConfig`.
