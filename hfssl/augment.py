@@ -220,11 +220,11 @@ class _Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean.to(images.device)) / self.std.to(images.device)
+        return (images - self.mean) / self.std
 
     def inverse(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images back to [0, 1] pixels: ``images * std + mean``."""
-        return images * self.std.to(images.device) + self.mean.to(images.device)
+        return images * self.std + self.mean
 
 
 # Per-view parameter table: one row per recipe, these columns.
@@ -731,6 +731,7 @@ class EvalTransform(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.normalize.to(images.device)
         return self.normalize(self.unit_images(images))
 
     @torch.no_grad()

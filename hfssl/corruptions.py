@@ -147,4 +147,5 @@ class CorruptionTransform(BatchTransform):
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         clean = self.image_transform.unit_images(batch["pixel_values"])
-        return {"pixel_values": self.image_transform.normalize(self.corrupt(clean)), "clean": clean}
+        normalize = self.image_transform.normalize.to(clean.device)
+        return {"pixel_values": normalize(self.corrupt(clean)), "clean": clean}

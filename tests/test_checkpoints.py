@@ -319,3 +319,32 @@ def test_resuming_renames_a_vits_original_format_keys_and_refuses_weights_of_ano
     other = SimCLRModel(SimCLRConfig(backbone_config=tiny_resnet_config(), **heads))
     with pytest.raises(ValueError, match="do not fit this run's SimCLRModel.*--backbone"):
         load_checkpoint_weights(other, str(tmp_path / "vit"))
+
+
+def test_load_best_model_at_end_restores_every_vit_weight(tmp_path):
+    from conftest import collate_pixels, random_image_rows, short_run_arguments
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    import hfssl
+    from hfssl.training import SSLTrainer
+
+    torch.manual_seed(0)
+    model = SimCLRModel(
+        SimCLRConfig(backbone_config=tiny_vit_config(8, 1), projection_hidden_dim=8, projection_dim=4, image_size=8)
+    )
+    rows = random_image_rows(count=32, size=8, channels=1)
+    args = short_run_arguments(
+        tmp_path, max_steps=4, eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+    )  # fmt: skip
+    trainer = SSLTrainer(
+        model=model, args=args, train_dataset=rows, eval_dataset=rows.select(range(16)), data_collator=collate_pixels,
+        batch_transform=hfssl.METHODS["simclr"].batch_transform(model, None),
+    )  # fmt: skip
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and any("encoder.layer" in key for key in load_file(f"{best}/model.safetensors"))
+    expected = AutoModel.from_pretrained(best).state_dict()
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)

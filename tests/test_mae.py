@@ -397,3 +397,15 @@ def test_a_two_process_launch_trains_and_writes_the_run(two_process_runs):
     assert (output / "reconstructions.png").is_file()
     assert "reconstructions.png" in (output / "README.md").read_text()
     assert type(AutoModel.from_pretrained(output / "backbone")).__name__ == "ViTModel"
+
+
+def test_backbones_and_sizes_mae_cannot_train_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="multiple of the patch size 4"):
+        MAEModel(MAEConfig(backbone_config=tiny_vit_config(image_size=18), image_size=18, **DECODER))
+    vit_mae = {**tiny_vit_config(image_size=16), "model_type": "vit_mae"}
+    with pytest.raises(ValueError, match="vit_mae backbone masks its input"):
+        MAEModel(MAEConfig(backbone_config=vit_mae, image_size=16, **DECODER))
+    one_pixel = {**tiny_vit_config(image_size=8, num_channels=1), "patch_size": 1}
+    with pytest.raises(ValueError, match="1-pixel greyscale patch"):
+        MAEModel(MAEConfig(backbone_config=one_pixel, image_size=8, **DECODER))
+    tiny_mae(image_size=8, channels=1)  # patch 4 at 8 px: fine

@@ -214,11 +214,23 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Trainer's loading, except for an unsharded safetensors checkpoint of a ``PreTrainedModel``, whose keys are
         renamed as ``from_pretrained`` renames them and must all match (:func:`load_checkpoint_weights`)."""
+        if not self._load_checkpoint_weights(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        """``--load_best_model_at_end``: the best checkpoint's weights loaded as a resume loads them."""
+        if not self._load_checkpoint_weights(self.state.best_model_checkpoint):
+            super()._load_best_model()
+
+    def _load_checkpoint_weights(self, checkpoint: str, model: nn.Module | None = None) -> bool:
+        """:func:`load_checkpoint_weights` for an unsharded safetensors checkpoint of a ``PreTrainedModel`` without
+        FSDP; False (nothing loaded) otherwise, for Trainer's own loading."""
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
-        weights = os.path.join(resume_from_checkpoint, SAFE_WEIGHTS_NAME)
+        weights = os.path.join(checkpoint, SAFE_WEIGHTS_NAME)
         if self.is_fsdp_enabled or not os.path.isfile(weights) or not isinstance(target, PreTrainedModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_checkpoint_weights(target, resume_from_checkpoint)
+            return False
+        load_checkpoint_weights(target, checkpoint)
+        return True
 
     def _save_checkpoint(self, model, trial):
         where = f"checkpoint-{self.state.global_step}"

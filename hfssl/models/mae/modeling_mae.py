@@ -77,11 +77,23 @@ def require_plain_vit(backbone: torch.nn.Module, image_size: int) -> None:
         num_patches = embeddings.patch_embeddings.num_patches
         plain = embeddings.position_embeddings.shape[1] == num_patches + 1
     model_type = getattr(backbone.config, "model_type", type(backbone).__name__)
+    if model_type == "vit_mae":  # its embeddings mask the input: an exported backbone would carry the masking
+        raise ValueError(
+            "MAE's backbone is a plain ViT, which it runs on the visible patches itself; a vit_mae backbone masks "
+            "its input in every forward, downstream use included. Pass --backbone vit-tiny, vit-small, vit-base or "
+            "vit (with --backbone_config_overrides)."
+        )
     if not plain:
         raise ValueError(
             f"MAE encodes the visible patches with a ViT backbone (transformers' ViTModel: one CLS token and a "
             f"position embedding per patch), got {model_type!r}. Pass --backbone vit-tiny, vit-small, vit-base or "
             f"vit (with --backbone_config_overrides)."
+        )
+    patch_size = backbone.config.patch_size
+    if image_size % patch_size:
+        raise ValueError(
+            f"MAE reconstructs whole patches: the image size {image_size} must be a multiple of the patch size "
+            f"{patch_size}. Change --image_size or patch_size in --backbone_config_overrides."
         )
     if tuple(embeddings.patch_embeddings.image_size) != (image_size, image_size):
         raise ValueError(
@@ -136,6 +148,11 @@ class MAEModel(VisionSSLPreTrainedModel):
             raise ValueError(
                 f"mask_ratio={config.mask_ratio} hides {self.num_masked} of the {self.num_patches} patches; MAE needs "
                 "at least one hidden and one visible patch: change mask_ratio, or the patch or image size."
+            )
+        if config.norm_pix_loss and self.patch_size**2 * config.num_channels < 2:
+            raise ValueError(
+                "norm_pix_loss normalises each patch by the std of its pixels, and a 1-pixel greyscale patch has none: "
+                "use a patch size of at least 2 (a larger --image_size) or set norm_pix_loss=false."
             )
         self.decoder = ViTMAEDecoder(decoder_config(config), self.num_patches)
         self.post_init()
