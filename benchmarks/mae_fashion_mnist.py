@@ -45,8 +45,9 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 # A small ViT for 28 px images on 2 cores: patch 4 (7x7 = 49 patches, 37 masked), width 128, 6 layers.
 VIT = "hidden_size=128,num_hidden_layers=6,num_attention_heads=4,intermediate_size=512,patch_size=4,num_channels=1"
-DECODER = {"decoder_hidden_size": 128, "decoder_num_hidden_layers": 2, "decoder_num_attention_heads": 4}
-DECODER["decoder_intermediate_size"] = 512
+DECODER = dict(
+    decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512
+)
 LABELS = (600, 6000, None)  # 1%, 10%, all of Fashion-MNIST's 60,000
 
 

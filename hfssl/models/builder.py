@@ -66,8 +66,8 @@ def build_vision_ssl_model(
     """A fresh ``method.model_class`` whose backbone is ``backbone`` (model type or checkpoint).
 
     The config takes the method's defaults, then what suits a training set of ``num_images`` images at the
-    config's image size (``config.sized_for_data``, logged), then ``config_overrides``, which win. A checkpoint's weights are loaded
-    into the backbone; the heads start from their own init.
+    config's image size (``config.sized_for_data``, logged), then ``config_overrides``, which win. A checkpoint's
+    weights are loaded into the backbone; the heads start from their own init.
     """
     backbone_config = build_backbone_config(backbone, backbone_config_overrides, image_size, num_channels)
     extra = {} if image_size is None else {"image_size": image_size}

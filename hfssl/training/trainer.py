@@ -335,8 +335,8 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         if not rows:
             return None
         pixels = self.data_collator(rows)["pixel_values"].to(self.args.device)
-        normalization = self.feature_transform.normalize
-        images = normalization.inverse(self.feature_transform(pixels)).clamp(0, 1)
+        images = self.feature_transform.unit_images(pixels)  # resized, channel-matched, in [0, 1]
+        normalization = self.feature_transform.normalize.to(images.device)
         was_training = model.training
         model.eval()
         generator = torch.Generator().manual_seed(self.args.seed)

@@ -82,20 +82,11 @@ class ConvDecoder(nn.Module):
 
 class DenoisingAEModel(VisionSSLPreTrainedModel):
     config_class = DenoisingAEConfig
-    # Read by the trainer's guards before the first step: every image is its own example.
-    min_global_batch_size = 1
 
     def __init__(self, config: DenoisingAEConfig):
         super().__init__(config)
-        self.decoder = ConvDecoder(
-            self.feature_map_dim, config.num_channels, config.image_size, config.decoder_channels
-        )
+        self.decoder = ConvDecoder(self.feature_dim, config.num_channels, config.image_size, config.decoder_channels)
         self.post_init()
-
-    @property
-    def feature_map_dim(self) -> int:
-        """Channels of the backbone's last feature map (its feature width)."""
-        return self.feature_dim
 
     @torch.no_grad()
     def _init_weights(self, module):

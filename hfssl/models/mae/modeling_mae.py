@@ -134,8 +134,6 @@ def sincos_position_embeddings(grid_side: int, dim: int) -> torch.Tensor:
 
 class MAEModel(VisionSSLPreTrainedModel):
     config_class = MAEConfig
-    # Read by the trainer's guards before the first step: every image is its own example.
-    min_global_batch_size = 1
     needs_vit_backbone = True  # --backbone auto picks a ViT preset
 
     def __init__(self, config: MAEConfig):
