@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce_max, all_reduce_sum, gather_with_offset
+from .distributed import all_reduce_max, all_reduce_sum, gather_with_offset, world_size
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
@@ -565,3 +565,50 @@ def masked_patch_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch
     per_patch = (_at_least_float32(prediction) - target).pow(2).mean(dim=-1)
     mask = mask.to(per_patch.dtype)
     return (per_patch * mask).sum() / mask.sum()
+
+
+def clip_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor, local_loss: bool = False
+) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE between images and their captions.
+
+    Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision", figure 3::
+
+        I_e = l2_normalize(I_f @ W_i); T_e = l2_normalize(T_f @ W_t)
+        logits = I_e @ T_e.T * exp(t)
+        loss = (cross_entropy(logits, arange(n), axis=0) + cross_entropy(logits, arange(n), axis=1)) / 2
+
+    over the global batch: both embeddings are gathered from every process with gradients (open_clip's
+    ``--gather-with-grad``), so every image is scored against every caption of the step.
+
+    Args:
+        image_embeds, text_embeds: (B, E) this process's projected image and caption embeddings, row i of one
+            paired with row i of the other (normalised here).
+        logit_scale: scalar, the multiplier exp(t) of the logits (clamped by the caller).
+        local_loss: score only this process's B rows against the N gathered columns, in both directions
+            (open_clip's ``--local-loss``): B x N logits instead of N x N per process, the same gradient.
+
+    Returns:
+        Scalar. Global: the loss of the N x N logits, the same on every process. Local: this process's rows'
+        summed cross entropies times P / (2N), whose mean over the P processes is the global loss. Either way the
+        update under DDP (gradient averaging) equals the one for the concatenated batch on one process.
+    """
+    if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+        raise ValueError(
+            "clip_loss expects image and text embeddings of the same shape (B, E), got "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}"
+        )
+    images = F.normalize(image_embeds, dim=1)
+    texts = F.normalize(text_embeds, dim=1)
+    dim = images.shape[1]
+    # both modalities in one gather: one size exchange, one all-gather, one backward all-reduce
+    everything, offset = gather_with_offset(torch.cat([images, texts], dim=1))
+    all_images, all_texts = everything.split(dim, dim=1)
+    if not local_loss:
+        logits_per_image = logit_scale * all_images @ all_texts.T  # (N, N)
+        labels = torch.arange(logits_per_image.shape[0], device=images.device)
+        return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.T, labels)) / 2
+    labels = torch.arange(images.shape[0], device=images.device) + offset  # each row's pair is its global row
+    image_to_text = F.cross_entropy(logit_scale * images @ all_texts.T, labels, reduction="sum")  # (B, N) logits
+    text_to_image = F.cross_entropy(logit_scale * texts @ all_images.T, labels, reduction="sum")
+    return (image_to_text + text_to_image) * world_size() / (2 * everything.shape[0])

@@ -8,7 +8,7 @@ from conftest import WORLD, free_port, init_gloo, spawn_processes
 
 from hfssl.augment import simclr_view_generator
 from hfssl.distributed import all_reduce_mean, all_reduce_sum, gather, gather_with_offset, world_size
-from hfssl.losses import nt_xent
+from hfssl.losses import clip_loss, nt_xent
 
 UNEQUAL_SIZES = [[3, 5]]  # per-process row counts of the unequal-batch gather
 
@@ -225,6 +225,17 @@ _CASES = {  # name: (loss, per-process row counts)
     ),
     "vicreg": (_vicreg_like, [4, 4]),
     "clip": (_clip_like, [3, 5]),
+    # hfssl.losses.clip_loss itself, its temperature t = weight[0, 0] (so the shared gradient holds t's too)
+    "clip_loss": (lambda x1, x2, weight: clip_loss(x1 @ weight, x2 @ weight, weight[0, 0].exp()), [3, 5]),
+    "clip_loss_equal": (lambda x1, x2, weight: clip_loss(x1 @ weight, x2 @ weight, weight[0, 0].exp()), [4, 4]),
+    "clip_local_loss": (
+        lambda x1, x2, weight: clip_loss(x1 @ weight, x2 @ weight, weight[0, 0].exp(), local_loss=True),
+        [3, 5],
+    ),
+    "clip_local_loss_equal": (
+        lambda x1, x2, weight: clip_loss(x1 @ weight, x2 @ weight, weight[0, 0].exp(), local_loss=True),
+        [4, 4],
+    ),
 }
 
 
@@ -329,14 +340,21 @@ def _assert_matches(averaged, single):
         torch.testing.assert_close(averaged[key], single[key], atol=1e-10, rtol=1e-10, msg=key)
 
 
-@pytest.mark.parametrize("name", ["barlow_twins", "cross_correlation", "vicreg", "clip"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "barlow_twins", "cross_correlation", "vicreg", "clip",
+        "clip_loss", "clip_loss_equal", "clip_local_loss", "clip_local_loss_equal",
+    ],
+)  # fmt: skip
 def test_differentiable_collectives_give_the_concatenated_batch_loss_and_gradients(collective_results, name):
     """Barlow Twins-like with and without global standardisation (all_reduce_sum, 3 + 5 rows),
-    VICReg-like (all_reduce_mean, 4 + 4 rows) and CLIP-like (gather_with_offset, 3 + 5 rows) losses
+    VICReg-like (all_reduce_mean, 4 + 4 rows), CLIP-like (gather_with_offset, 3 + 5 rows) losses and
+    hfssl's clip_loss (gathered, and local rows against gathered columns; 3 + 5 and 4 + 4 rows)
     on 2 processes against 1 process."""
     single = _single_process(name)
     assert single["weight"].norm() > 1e-3 and single["x1"].norm() > 1e-3  # a gradient to compare
-    if name != "clip":  # a loss of all-reduced statistics is the same on every process
+    if name not in ("clip", "clip_local_loss", "clip_local_loss_equal"):  # the same on every process
         for result in collective_results:
             torch.testing.assert_close(result[name]["loss"], single["loss"], atol=1e-10, rtol=1e-10)
     _assert_matches(_ddp_averaged(collective_results, name), single)
