@@ -12,6 +12,11 @@ Subword (language models), trained on the dataset with :func:`train_subword_toke
   (bos = eos = unk = it, and ``<pad>`` pads); for ``"bart"``, ``<s>``/``<pad>``/``</s>``/``<unk>``/
   ``<mask>`` with ``<s> A </s>`` templates (Lewis et al. 2020).
 
+CLIP's (image-text), trained on the captions with :func:`train_clip_tokenizer`: transformers' own
+``CLIPTokenizer`` (lower-casing, CLIP's pre-tokeniser, byte-level BPE with ``</w>`` ending each word,
+``<|startoftext|> A <|endoftext|>``; Radford et al. 2021) with merges learned on the captions, so a CLIP
+checkpoint's processor is transformers' ``CLIPProcessor`` as for OpenAI's models.
+
 Word-level (word2vec): lower-casing (optional) and a regular expression that says what a word is
 (default ``[a-z]+(?:'[a-z]+)?``, the tokenisation of the shared corpus' reference figures); text
 between matches (spaces, punctuation, digits) is dropped. A word outside the vocabulary maps to
@@ -21,13 +26,14 @@ weights, so ``AutoTokenizer.from_pretrained(dir)`` splits and numbers words as t
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Optional
 
 import regex  # a dependency of transformers; unlike re, it has the Unicode classes the pre-tokenisers use
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -320,3 +326,52 @@ def vocabulary_words(tokenizer: PreTrainedTokenizerFast) -> list[str]:
     if [index for _, index in by_id] != list(range(len(by_id))):
         raise ValueError("The tokenizer's ids are not contiguous from 0; it cannot index an embedding matrix.")
     return [word for word, _ in by_id]
+
+
+CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+CLIP_END_OF_WORD = "</w>"
+
+
+def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2) -> CLIPTokenizer:
+    """A ``CLIPTokenizer`` whose BPE merges are learned on ``texts`` (captions), ``vocab_size`` tokens at most.
+
+    Normaliser and pre-tokeniser are ``CLIPTokenizer``'s own (lower case, words, single digits, punctuation runs,
+    bytes); the vocabulary holds the special tokens (ids 0 and 1: ``<|startoftext|>``, ``<|endoftext|>``, which
+    also pads), the 256 bytes, each byte ending a word (``x</w>``), so no text is unknown, then the tokens of the
+    merges seen at least ``min_frequency`` times, in merge order. A text too small for ``vocab_size`` gives fewer
+    merges (logged); the byte endings the training text lacks can take the vocabulary past ``vocab_size``."""
+    if vocab_size < BYTE_ALPHABET_SIZE + len(CLIP_SPECIAL_TOKENS):
+        raise ValueError(
+            f"--vocab_size {vocab_size} is below the {BYTE_ALPHABET_SIZE + len(CLIP_SPECIAL_TOKENS)} tokens a CLIP "
+            "tokenizer always holds (256 bytes and 2 special tokens); pass a larger --vocab_size."
+        )
+    template = CLIPTokenizer().backend_tokenizer  # CLIP's normaliser and pre-tokeniser, with an empty vocabulary
+    backend = Tokenizer(models.BPE(end_of_word_suffix=CLIP_END_OF_WORD, unk_token=CLIP_SPECIAL_TOKENS[1]))
+    backend.normalizer = template.normalizer
+    backend.pre_tokenizer = template.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(CLIP_SPECIAL_TOKENS),
+        end_of_word_suffix=CLIP_END_OF_WORD, initial_alphabet=sorted(pre_tokenizers.ByteLevel.alphabet()),
+        show_progress=False,
+    )  # fmt: skip
+    backend.train_from_iterator(texts, trainer=trainer)
+    model = json.loads(backend.to_str())["model"]
+    if len(model["vocab"]) <= len(CLIP_SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE and not model["merges"]:
+        raise ValueError("The CLIP tokenizer learned no merges: the captions are empty. Check --caption_column_name.")
+    if len(model["vocab"]) < vocab_size:
+        logger.info(
+            "The trained CLIP tokenizer has %d tokens (--vocab_size %d): the captions have no more pairs seen at "
+            "least %d times.",
+            len(model["vocab"]),
+            vocab_size,
+            min_frequency,
+        )
+    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]]
+    # Numbered canonically (the trainer numbers the word-final characters in hash order, which changes from run to
+    # run): the special tokens, the bytes, every byte ending a word (as in CLIP's own vocabulary, so that no text is
+    # unknown), then each merge's token in merge order.
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = [*CLIP_SPECIAL_TOKENS, *alphabet, *(byte + CLIP_END_OF_WORD for byte in alphabet)]
+    tokens += [left + right for left, right in merges]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return CLIPTokenizer(vocab=vocab, merges=merges)
