@@ -16,6 +16,7 @@ from .models.barlow_twins import BarlowTwinsConfig, BarlowTwinsModel, barlow_twi
 from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch_transform
 from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
 from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
+from .models.clip import CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform
 from .models.denoising_ae import DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform
 from .models.dino import DINOConfig, DINOModel, dino_batch_transform
 from .models.gpt import GPTConfig, GPTModel
@@ -68,6 +69,7 @@ METHODS: dict[str, Method] = {
     "swav": Method("image", SwAVConfig, SwAVModel, swav_batch_transform),
     "mae": Method("image", MAEConfig, MAEModel, mae_batch_transform),
     "denoising_ae": Method("image", DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform),
+    "clip": Method("image-text", CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
     "gpt": Method("text", GPTConfig, GPTModel),
     "bert": Method("text", BertPretrainingConfig, BertPretrainingModel, bert_batch_transform),
@@ -102,6 +104,8 @@ __all__ = [
     "BertPretrainingConfig",
     "BertPretrainingModel",
     "BYOLConfig",
+    "CLIPPretrainingConfig",
+    "CLIPPretrainingModel",
     "BYOLModel",
     "DenoisingAEConfig",
     "DenoisingAEModel",

@@ -132,6 +132,23 @@ class MaskedImageTransform(BatchTransform):
         return {"pixel_values": view, "noise": noise}
 
 
+class ImageTextTransform(BatchTransform):
+    """Image-text methods (CLIP): ``{"pixel_values": uint8 (B, C, H, W), "input_ids": (B, L), "attention_mask": (B, L)}``
+    -> the same keys with ``pixel_values`` one augmented, normalised view (B, C', S, S) of every image; the
+    captions pass through as tokenised by the collator.
+
+    Args:
+        view_generator: uint8 images -> a list of one normalised view (:class:`hfssl.augment.ViewGenerator`).
+    """
+
+    def __init__(self, view_generator: torch.nn.Module):
+        self.view_generator = view_generator
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        (view,) = self.view_generator(batch["pixel_values"])
+        return {"pixel_values": view, "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
 def keep_examples(examples: list) -> list:
     """A DataLoader ``collate_fn`` that leaves the examples as they are (for ``takes_examples`` transforms)."""
     return list(examples)

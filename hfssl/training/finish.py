@@ -32,20 +32,22 @@ def train_and_save_state(trainer: Trainer, training_args: TrainingArguments):
     return train_result
 
 
-def export_backbone(trainer: Trainer, model, processing_class=None) -> None:
-    """``model.export_backbone`` into ``<output_dir>/backbone`` (written by the main process), with its
-    tokenizer or image processor beside it. Call it on every process: under FSDP the full weights are
-    gathered from all of them first."""
+def export_backbone(trainer: Trainer, model, processing_class=None) -> str:
+    """``model.export_backbone`` into ``<output_dir>/<model.export_folder>`` (``backbone`` unless the model says
+    otherwise: CLIP writes its whole ``dual_encoder``), by the main process, with its tokenizer, image processor or
+    processor beside it. Call it on every process: under FSDP the full weights are gathered from all of them first.
+    Returns the folder."""
     require_finite_weights(model, "the backbone", trainer.accelerator)
+    directory = os.path.join(trainer.args.output_dir, getattr(model, "export_folder", "backbone"))
     state_dict = None
     if getattr(trainer, "is_fsdp_enabled", False):
-        prefix = getattr(model, "exported_backbone_name", "backbone") + "."
         full = trainer.accelerator.get_state_dict(trainer.model)  # a collective; the full dict on process 0
+        exported = getattr(model, "exported_backbone_name", "backbone")  # "": the whole model (CLIP)
+        prefix = exported + "." if exported else ""
         state_dict = {name[len(prefix) :]: value for name, value in full.items() if name.startswith(prefix)}
     if trainer.is_world_process_zero():
-        model.export_backbone(
-            os.path.join(trainer.args.output_dir, "backbone"), processing_class, state_dict=state_dict
-        )
+        model.export_backbone(directory, processing_class, state_dict=state_dict)
+    return directory
 
 
 def draw_pictures(trainer: Trainer, eval_features=None, eval_labels=None, class_names: Sequence[str] | None = None):
