@@ -125,6 +125,14 @@ PAPERS: dict[str, Paper] = {
         _arxiv("2111.06377"),
         "reconstructs the pixels of randomly masked patches from the visible ones",
     ),
+    "clip": Paper(
+        "Radford et al. 2021",
+        "Learning Transferable Visual Models From Natural Language Supervision",
+        _arxiv("2103.00020"),
+        "an image encoder and a text encoder are trained so that each image's embedding is nearest its own "
+        "caption's among all captions of the batch (symmetric InfoNCE), which makes zero-shot classification by "
+        "class-name prompts possible",
+    ),
     "denoising_ae": _DENOISING,
     "dae": _DENOISING,
     "denoising_autoencoder": _DENOISING,
@@ -162,12 +170,6 @@ PAPERS: dict[str, Paper] = {
     ),
     "distillation": _DISTILLATION,
     "simclrv2_distillation": _DISTILLATION,
-    "clip": Paper(
-        "Radford et al. 2021",
-        "Learning Transferable Visual Models From Natural Language Supervision",
-        _arxiv("2103.00020"),
-        "symmetric InfoNCE between the embeddings of images and of their captions",
-    ),
     "word2vec": Paper(
         "Mikolov et al. 2013",
         "Distributed Representations of Words and Phrases and their Compositionality",
@@ -200,6 +202,8 @@ PICTURE_CAPTIONS: dict[str, str] = {
     "training_curves.png": "Training curves: loss, learning rate, evaluation metrics and collapse monitors "
     "against the optimizer step.",
     "embedding_map.png": "Features of the evaluation images in two dimensions, coloured by label.",
+    "retrieval_examples.png": "Held-out captions, each with the five held-out images nearest it, and where its own "
+    "image ranks.",
     "reconstructions.png": "Held-out images, what the model saw of them (masked patches, or corrupted pixels) and its "
     "reconstructions, at the last step.",
 }
@@ -471,6 +475,72 @@ The `backbone/` folder is a plain transformers `{backbone_class}` that loads wit
         output_dir=output_dir,
     )
     return _finish(output_dir, card, write)
+
+
+def write_clip_model_card(
+    output_dir: str,
+    model,
+    data_description: str,
+    training_summary: str,
+    metrics: dict,
+    repo_id: str | None = None,
+    write: bool = True,
+) -> str:
+    """Return the card of a CLIP model and (with ``write``) save it as ``README.md`` in ``output_dir``."""
+    config = model.config
+    name = _card_name(output_dir, repo_id)
+    towers = f"{config.vision_config.model_type} + {config.text_config.model_type}"
+    exported = "CLIPModel" if config.has_clip_towers else "VisionTextDualEncoderModel"
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    pipeline = (
+        f"""
+classifier = pipeline("zero-shot-image-classification", model="{name}", subfolder="{model.export_folder}")
+classifier(image, candidate_labels=["a cat", "a dog"])
+"""
+        if config.has_clip_towers
+        else ""
+    )
+    usage = f"""
+```python
+from transformers import AutoModel, AutoProcessor, pipeline
+
+model = AutoModel.from_pretrained("{name}", subfolder="{model.export_folder}")  # {exported}, no hfssl needed
+processor = AutoProcessor.from_pretrained("{name}", subfolder="{model.export_folder}")
+inputs = processor(text=captions, images=images, return_tensors="pt", padding=True)
+outputs = model(**inputs)  # outputs.logits_per_image: (images, captions){pipeline}```
+
+With hfssl installed, `AutoModel.from_pretrained("{name}")` restores the training checkpoint
+(`{type(model).__name__}`), and `recipes/evaluate_clip.py --model_name_or_path {name}` runs the zero-shot and
+retrieval evaluation on other data.
+"""
+    card = build_card(
+        name=name,
+        tags=["self-supervised-learning", "clip", "zero-shot-image-classification", *towers.split(" + ")],
+        intro=f"A dual encoder ({towers}) pretrained with **CLIP** on image-caption pairs using hfssl.",
+        method=method_paragraph("CLIP", "clip", PAPERS["clip"].summary, PAPERS["clip"]),
+        details=[
+            f"**Image tower:** `{config.vision_config.model_type}`, {count(model.vision_model):,} parameters",
+            f"**Text tower:** `{config.text_config.model_type}`, {count(model.text_model):,} parameters, "
+            f"{config.text_config.vocab_size:,} tokens",
+            f"**Shared embedding:** {config.projection_dim} wide; logit multiplier {model.logit_multiplier().item():.2f} "
+            f"(clamped at {config.max_logit_scale:g}); loss over the global batch"
+            + (" (local rows against all columns)" if config.local_loss else ""),
+        ],
+        data=data_description,
+        training=training_summary,
+        results=_with_baseline_table(metrics, "Held-out pairs", "Same towers at random init"),
+        usage=usage,
+        datasets=hub_datasets(data_description),
+        output_dir=output_dir,
+    )
+    return _finish(output_dir, card, write)
+
+
+def _with_baseline_table(metrics: Mapping, heading: str, baseline_heading: str, prefix: str = "random_init_") -> dict:
+    """``metrics`` as one table of the model's figures and one of the baseline's (the ``prefix``ed keys)."""
+    baseline = {key[len(prefix) :]: value for key, value in metrics.items() if key.startswith(prefix)}
+    model = {key: value for key, value in metrics.items() if not key.startswith(prefix)}
+    return {heading: model, baseline_heading: baseline} if baseline else dict(model)
 
 
 def write_language_model_card(
