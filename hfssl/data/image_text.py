@@ -12,8 +12,8 @@ whatever the source:
   shipped with scikit-learn and so available offline.
 
 Everything else is the vision resolver's (:mod:`hfssl.data.vision`): the eval split or a held-out share
-(``--validation_split_percentage``: a random share of the pairs, so held-out images and captions are never seen in
-training), subsampling, and every image decoded once before training (a bad file stops the run, named, or is
+(``--validation_split_percentage``: a random share of the pairs, so with one row per image a held-out image is never
+seen in training), subsampling, and every image decoded once before training (a bad file stops the run, named, or is
 skipped with ``--skip_bad_images``). A pair without a caption (missing or blank) cannot be trained or scored: it
 is dropped, and the count logged.
 """
@@ -30,20 +30,18 @@ import pyarrow as pa
 import torch
 
 from .idx import array_dataset
-from .image_collator import ImageCollator, image_hw, is_colour
-from .splits import BUILTIN_PREFIX, DataSource, describe, split_off_eval, subsample
+from .image_collator import ImageCollator
+from .splits import BUILTIN_PREFIX, DataSource
 from .vision import (
     IMAGE_COLUMN_CANDIDATES,
     LABEL_COLUMN_CANDIDATES,
     VisionDataArguments,
     _check_arguments,
-    _check_decodable,
-    _finalize,
-    _leading_images,
     _load_eval,
     _named_or_detected,
     _open_source,
     _require_rows,
+    split_subsample_and_check,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,30 +126,18 @@ def load_image_text_datasets(args: ImageTextDataArguments) -> ImageTextDatasets:
     if eval_dataset is not None:
         eval_dataset = _select_columns(eval_dataset, wanted, "eval")
     train = _drop_missing_captions(train, "train")
-    train, eval_dataset, held_out = split_off_eval(
-        train,
-        eval_dataset,
-        args.validation_split_percentage,
-        args.split_seed,
-        source.description,
-        unit="image-caption pairs",
-        alternatives="--validation_dir or --eval_split",
-    )
-    train = _finalize(subsample(train, args.max_train_samples, args.split_seed), "train", args.max_train_samples)
-    if eval_dataset is not None:
-        eval_dataset = _drop_missing_captions(eval_dataset, "eval")
-        eval_dataset = subsample(eval_dataset, args.max_eval_samples, args.split_seed)
-        eval_dataset = _finalize(eval_dataset, "eval", args.max_eval_samples)
-    train, eval_dataset, skipped_files = _check_decodable(train, eval_dataset, source.description, args)
-    probe = _leading_images(train)
+    final = split_subsample_and_check(
+        train, eval_dataset, source, args, unit="image-caption pairs",
+        clean_eval=lambda split: _drop_missing_captions(split, "eval"),
+    )  # fmt: skip
     return ImageTextDatasets(
-        train=train,
-        eval=eval_dataset,
+        train=final.train,
+        eval=final.eval,
         class_columns=class_columns,
-        num_channels=3 if any(is_colour(image) for image in probe) else 1,
-        image_size=max(max(image_hw(image)) for image in probe),
-        description=describe(source.description, train, eval_dataset, held_out),
-        skipped_files=skipped_files,
+        num_channels=final.num_channels,
+        image_size=final.image_size,
+        description=final.description,
+        skipped_files=final.skipped_files,
     )
 
 
@@ -210,8 +196,10 @@ def _require_string_captions(feature, column: str) -> None:
     if pa_type is None or not (pa.types.is_string(pa_type) or pa.types.is_large_string(pa_type)):
         raise ValueError(
             f"The caption column {column!r} has type {feature}; hfssl's CLIP takes one caption string per image. "
-            "For several captions per image, make one row per caption (datasets' map with batched=True) or pick one "
-            "(--caption_column_name another column)."
+            "For several captions per image keep one (e.g. dataset.map(lambda row: {'caption': row['caption'][0]}) "
+            "saved with save_to_disk, then --dataset_name that folder), or name another column with "
+            "--caption_column_name. (One row per caption would put copies of an image on both sides of the "
+            "held-out split.)"
         )
 
 

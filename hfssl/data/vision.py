@@ -196,29 +196,67 @@ def load_vision_datasets(args: VisionDataArguments) -> VisionDatasets:
     train, eval_dataset, label_names = _encode_labels(train, eval_dataset)
     if eval_dataset is None:
         _require_rows(train, "train", "")
+    final = split_subsample_and_check(train, eval_dataset, source, args, unit="images")
+    return VisionDatasets(
+        train=final.train,
+        eval=final.eval,
+        num_channels=final.num_channels,
+        image_size=final.image_size,
+        label_names=label_names,
+        description=final.description,
+        skipped_files=final.skipped_files,
+    )
+
+
+@dataclass
+class FinalImageSplits:
+    """What :func:`split_subsample_and_check` made: the final splits, their description, the files dropped as
+    undecodable, and the channels and largest side of the leading train images (see :class:`VisionDatasets`)."""
+
+    train: datasets.Dataset
+    eval: Optional[datasets.Dataset]
+    description: str
+    skipped_files: list[str]
+    num_channels: int
+    image_size: int
+
+
+def split_subsample_and_check(
+    train: datasets.Dataset,
+    eval_dataset: Optional[datasets.Dataset],
+    source: DataSource,
+    args: VisionDataArguments,
+    unit: str,
+    clean_eval=None,
+) -> FinalImageSplits:
+    """The steps every image resolver ends with: the eval split, else a held-out share of ``train``
+    (:func:`hfssl.data.splits.split_off_eval`; ``unit`` words its log); ``clean_eval`` (a function of a split, e.g.
+    dropping pairs without a caption) on a given eval split; ``--max_*_samples``; every image decoded once
+    (:func:`_check_decodable`); the leading train images probed."""
     train, eval_dataset, held_out = split_off_eval(
         train,
         eval_dataset,
         args.validation_split_percentage,
         args.split_seed,
         source.description,
-        unit="images",
+        unit=unit,
         alternatives="--validation_dir or --eval_split",
     )
     train = _finalize(subsample(train, args.max_train_samples, args.split_seed), "train", args.max_train_samples)
     if eval_dataset is not None:
+        if clean_eval is not None:
+            eval_dataset = clean_eval(eval_dataset)
         eval_dataset = subsample(eval_dataset, args.max_eval_samples, args.split_seed)
         eval_dataset = _finalize(eval_dataset, "eval", args.max_eval_samples)
     train, eval_dataset, skipped_files = _check_decodable(train, eval_dataset, source.description, args)
     probe = _leading_images(train)
-    return VisionDatasets(
+    return FinalImageSplits(
         train=train,
         eval=eval_dataset,
-        num_channels=3 if any(is_colour(image) for image in probe) else 1,
-        image_size=max(max(image_hw(image)) for image in probe),
-        label_names=label_names,
         description=describe(source.description, train, eval_dataset, held_out),
         skipped_files=skipped_files,
+        num_channels=3 if any(is_colour(image) for image in probe) else 1,
+        image_size=max(max(image_hw(image)) for image in probe),
     )
 
 
