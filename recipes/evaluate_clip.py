@@ -6,7 +6,10 @@
 
 ``--model_name_or_path`` is an hfssl CLIP checkpoint, or a plain transformers ``CLIPModel`` or
 ``VisionTextDualEncoderModel`` with its processor (the ``dual_encoder/`` folder pretraining exports, or a Hub model
-such as openai/clip-vit-base-patch32). The pairs are the eval split the data arguments resolve (the same held-out
+such as openai/clip-vit-base-patch32). Images are preprocessed on the device as hfssl trains: resized to the saved
+image processor's size (bilinear) and normalised with its statistics, which for non-square images differs from
+``CLIPImageProcessor``'s shortest-edge resize and centre crop. Captions are cut at ``--max_seq_length`` or the
+tokenizer's or text tower's limit, whichever is smaller. The pairs are the eval split the data arguments resolve (the same held-out
 share as pretraining with the same ``--split_seed``); with ``--validation_split_percentage 0`` and no eval split,
 every pair. Results (zero-shot top-1/top-5 per ``--zero_shot_columns`` column, retrieval recall@1/5/10 both ways)
 go to ``eval_results.json`` in ``--output_dir``, with ``retrieval_examples.png``.
@@ -57,6 +60,12 @@ def vision_channels(config) -> int:
     return getattr(getattr(config, "vision_config", config), "num_channels", 3)
 
 
+def caption_length(config, tokenizer, max_seq_length: int) -> int:
+    """``--max_seq_length``, or less where the tokenizer (``model_max_length``) or the text tower's positions say so."""
+    positions = getattr(getattr(config, "text_config", None), "max_position_embeddings", None)
+    return min(length for length in (max_seq_length, tokenizer.model_max_length, positions) if length)
+
+
 def main(argv=None) -> dict:
     parser = HfArgumentParser((EvaluationArguments, ImageTextDataArguments))
     args, data_args = parser.parse_args_into_dataclasses(args=argv)
@@ -77,13 +86,14 @@ def main(argv=None) -> dict:
     model.to(device).eval()
     eval_transform.to(device)
 
+    max_length = caption_length(model.config, tokenizer, data_args.max_seq_length)
     data = load_image_text_datasets(data_args)
     pairs = data.eval if data.eval is not None else data.train
-    collator = ImageTextCollator(tokenizer, data_args.max_seq_length, eval_transform.image_size, data.num_channels)
+    collator = ImageTextCollator(tokenizer, max_length, eval_transform.image_size, data.num_channels)
     loader = DataLoader(pairs, batch_size=args.batch_size, collate_fn=collator)
     picture = os.path.join(args.output_dir, RETRIEVAL_EXAMPLES) if args.output_dir else None
     metrics = evaluate_dual_encoder(
-        model, tokenizer, loader, eval_transform, pairs, data.class_columns, templates, data_args.max_seq_length,
+        model, tokenizer, loader, eval_transform, pairs, data.class_columns, templates, max_length,
         train_dataset=data.train if pairs is not data.train else None, picture_path=picture,
         unit_images=eval_transform.unit_images, collate=collator,
     )  # fmt: skip

@@ -41,7 +41,7 @@ from hfssl.data.image_text import ImageTextCollator, ImageTextDataArguments, loa
 from hfssl.evaluation.baselines import random_init_copy
 from hfssl.evaluation.zero_shot import RETRIEVAL_EXAMPLES, evaluate_dual_encoder, parse_templates
 from hfssl.models.clip import CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform, default_clip_towers
-from hfssl.models.clip.configuration_clip import special_token_ids
+from hfssl.models.clip.configuration_clip import check_tokenizer_fits, special_token_ids
 from hfssl.preprocessing import make_image_processor
 from hfssl.tokenization import train_clip_tokenizer
 from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
@@ -147,6 +147,11 @@ def main(argv=None):
         batch_transform=clip_batch_transform(model, processor),
         feature_transform=eval_transform,
     )
+    if trainer.is_fsdp_enabled:
+        raise ValueError(
+            "CLIP does not run under FSDP yet (its temperature is a 0-d parameter, which FSDP2 cannot shard, and the "
+            "export checks embeddings on one process): launch it with accelerate_config.yaml (DDP)."
+        )
     train_and_save_state(trainer, training_args)
     trainer.save_metrics("data", {"skipped_images": data.skipped_images}, combined=True)  # --skip_bad_images
     export_backbone(trainer, model, processor)  # dual_encoder/, before the evaluation: a failing one cannot cost it
@@ -204,7 +209,9 @@ def build_clip_model(model_args: ModelArguments, data, tokenizer, max_seq_length
         projection_dim=sized.projection_dim,
         image_size=image_size,
     )
-    model = CLIPPretrainingModel(apply_config_overrides(config, model_args.config_overrides))
+    config = apply_config_overrides(config, model_args.config_overrides)
+    check_tokenizer_fits(config, tokenizer)
+    model = CLIPPretrainingModel(config)
     for tower, name in (("vision_model", model_args.vision_backbone), ("text_model", model_args.text_backbone)):
         if is_checkpoint(name):
             getattr(model, tower).load_state_dict(AutoModel.from_pretrained(name).state_dict())
@@ -225,7 +232,9 @@ def text_tower_config(model_args: ModelArguments, auto_config, tokenizer, max_se
                 "tokens of the tokenizer; pass --tokenizer_name with the checkpoint's own tokenizer."
             )
         return apply_config_overrides(config, overrides)
-    sized = {"vocab_size": len(tokenizer), "max_position_embeddings": max_seq_length, **special_token_ids(tokenizer)}
+    # RoBERTa-style towers number positions from pad_token_id + 1: spare positions cost nothing
+    positions = max_seq_length + (tokenizer.pad_token_id or 0) + 1
+    sized = {"vocab_size": len(tokenizer), "max_position_embeddings": positions, **special_token_ids(tokenizer)}
     return apply_config_overrides(build_backbone_config(name), {**sized, **_parsed(overrides)})
 
 

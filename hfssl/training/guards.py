@@ -42,6 +42,7 @@ PREVIOUS_RUN_OUTPUTS = (
     "eval_results.json",
     "data_results.json",
     "backbone",
+    "dual_encoder",
 )
 
 

@@ -493,8 +493,11 @@ def write_clip_model_card(
     exported = "CLIPModel" if config.has_clip_towers else "VisionTextDualEncoderModel"
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
     pipeline = (
-        f"""
-classifier = pipeline("zero-shot-image-classification", model="{name}", subfolder="{model.export_folder}")
+        """
+classifier = pipeline(
+    "zero-shot-image-classification", model=model,
+    tokenizer=processor.tokenizer, image_processor=processor.image_processor,
+)
 classifier(image, candidate_labels=["a cat", "a dog"])
 """
         if config.has_clip_towers

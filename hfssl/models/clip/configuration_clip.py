@@ -159,6 +159,31 @@ def default_clip_towers(
     return DefaultTowers(vision_config, text_config, size.projection_dim, message)
 
 
+def check_tokenizer_fits(config: CLIPPretrainingConfig, tokenizer) -> None:
+    """Refuse a tokenizer the text tower cannot read right: more tokens than its embeddings, or, for CLIP's text
+    transformer, which pools the hidden state of each caption's first ``eos_token_id``, a tokenizer that does not end
+    every caption with that id (BERT's ends with [SEP], GPT-2's with nothing: every caption would pool the same
+    first position), or an end id of 2, which transformers reads as its legacy rule (the highest id)."""
+    text = config.text_config
+    if len(tokenizer) > text.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the text tower only {text.vocab_size} embeddings; use the "
+            "tower's own tokenizer, or a tower built for this one (--text_backbone auto or a model type)."
+        )
+    if text.model_type != CLIP_TEXT_MODEL_TYPE:
+        return
+    ids = tokenizer("a photo")["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is None or not ids or ids[-1] != eos or eos != text.eos_token_id or eos == 2:
+        raise ValueError(
+            f"CLIP's text transformer pools each caption at its first end-of-text token (eos_token_id "
+            f"{text.eos_token_id}), but this {type(tokenizer).__name__} ends 'a photo' with id "
+            f"{ids[-1] if ids else None} (its eos_token_id: {eos}); every caption would pool a token that says "
+            "nothing about it. Use a CLIP tokenizer (leave out --tokenizer_name to train one on the captions), or "
+            "a text tower that pools otherwise (--text_backbone bert)."
+        )
+
+
 def special_token_ids(tokenizer) -> dict:
     """``bos_token_id``, ``eos_token_id`` and ``pad_token_id`` of ``tokenizer`` (those it has): CLIP's text tower
     pools the hidden state of the first ``eos_token_id`` of each caption."""

@@ -18,6 +18,7 @@ a checkpoint that plain transformers loads: a ``CLIPModel`` when both towers are
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -159,8 +160,8 @@ class CLIPPretrainingModel(PreTrainedModel):
         else:
             target = VisionTextDualEncoderModel(
                 VisionTextDualEncoderConfig.from_vision_text_configs(
-                    config.vision_config, config.text_config, projection_dim=config.projection_dim,
-                    logit_scale_init_value=scale,
+                    _with_hidden_size(config.vision_config), _with_hidden_size(config.text_config),
+                    projection_dim=config.projection_dim, logit_scale_init_value=scale,
                 )
             )  # fmt: skip
         weights["logit_scale"] = torch.tensor(scale)
@@ -206,6 +207,17 @@ def pooled_output(outputs, tower: str) -> torch.Tensor:
             "roberta (not gpt2)."
         )
     return pooled
+
+
+def _with_hidden_size(config):
+    """``config``, or a copy with ``hidden_size`` set to its pooled width (ConvNeXt's configs have ``hidden_sizes``
+    only): ``VisionTextDualEncoderModel`` sizes its projections from ``hidden_size``."""
+    width = backbone_feature_dim(config)
+    if getattr(config, "hidden_size", None) == width:
+        return config
+    config = copy.deepcopy(config)
+    config.hidden_size = width
+    return config
 
 
 def _clip_model_name(name: str) -> str:
