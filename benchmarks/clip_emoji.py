@@ -223,13 +223,12 @@ def run_transformers(args) -> dict:
         set_seed(args.seed)
         step_times: list = []
         output_dir = os.path.join(args.output_dir, "transformers", name)
-        flags = dict(zip(training_flags(args, steps)[::2], training_flags(args, steps)[1::2]))
         training_args = TrainingArguments(
             output_dir=output_dir, per_device_train_batch_size=args.batch_size, max_steps=steps,
             learning_rate=args.learning_rate, weight_decay=0.1, adam_beta2=0.98, adam_epsilon=1e-6,
             warmup_steps=args.warmup_ratio, lr_scheduler_type="cosine", logging_steps=50, save_strategy="no",
             report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=args.seed,
-            remove_unused_columns=False, dataloader_drop_last=True, use_cpu="--use_cpu" in flags,
+            remove_unused_columns=False, dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
         )  # fmt: skip
         trainer = make_budget_trainer(Trainer, budget_s, step_times)(
             model=model, args=training_args, train_dataset=train_set, data_collator=collate

@@ -36,6 +36,7 @@ from hfssl.backbones import (
     build_backbone_config,
     choose_auto_backbone,
     is_checkpoint,
+    parse_config_overrides,
 )
 from hfssl.data.image_text import ImageTextCollator, ImageTextDataArguments, load_image_text_datasets
 from hfssl.evaluation.baselines import random_init_copy
@@ -235,13 +236,7 @@ def text_tower_config(model_args: ModelArguments, auto_config, tokenizer, max_se
     # RoBERTa-style towers number positions from pad_token_id + 1: spare positions cost nothing
     positions = max_seq_length + (tokenizer.pad_token_id or 0) + 1
     sized = {"vocab_size": len(tokenizer), "max_position_embeddings": positions, **special_token_ids(tokenizer)}
-    return apply_config_overrides(build_backbone_config(name), {**sized, **_parsed(overrides)})
-
-
-def _parsed(overrides: str | None) -> dict:
-    from hfssl.backbones import parse_config_overrides
-
-    return parse_config_overrides(overrides)
+    return apply_config_overrides(build_backbone_config(name), {**sized, **parse_config_overrides(overrides)})
 
 
 def final_evaluation(trainer, model, tokenizer, data, eval_transform, templates, eval_args, data_args) -> dict:

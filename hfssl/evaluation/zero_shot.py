@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.clip.modeling_clip import projected_embedding
 from .metric_modules import load_metric
 
 DEFAULT_TEMPLATES = ("{}", "a picture of {}.", "an image of {}.", "a photo of {}.")
@@ -47,10 +48,6 @@ def parse_templates(templates: str | Sequence[str] | None) -> tuple[str, ...]:
     return parsed
 
 
-def _embedding(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 @torch.no_grad()
 def encode_pairs(
     model, loader, preprocess: Callable[[torch.Tensor], torch.Tensor], accelerator=None
@@ -65,8 +62,8 @@ def encode_pairs(
     try:
         for batch in loader:
             pixels = preprocess(batch["pixel_values"].to(device))
-            image = _embedding(model.get_image_features(pixel_values=pixels))
-            text = _embedding(
+            image = projected_embedding(model.get_image_features(pixel_values=pixels))
+            text = projected_embedding(
                 model.get_text_features(
                     input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
                 )
@@ -97,7 +94,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], max_length: int = 77, b
                 return_tensors="pt",
             ).to(device)  # fmt: skip
             output = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-            chunks.append(F.normalize(_embedding(output).float(), dim=1).cpu())
+            chunks.append(F.normalize(projected_embedding(output).float(), dim=1).cpu())
     finally:
         model.train(was_training)
     return torch.cat(chunks)

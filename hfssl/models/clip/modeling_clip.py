@@ -73,9 +73,9 @@ class CLIPPretrainingModel(PreTrainedModel):
     base_model_prefix = "hfssl"
     supports_gradient_checkpointing = True
     accepts_loss_kwargs = False  # forward returns a mean loss; Trainer must not rescale it
-    # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
     export_folder = "dual_encoder"  # where the recipe writes export_backbone's plain transformers model
     exported_backbone_name = ""  # the export is the whole model (its full weights, under FSDP)
+    # Read by the trainer's guards (hfssl.training.guards.check_run_can_learn) before the first step.
     min_global_batch_size = 2
     min_global_batch_reason = (
         "CLIP contrasts each image with the other captions of the global batch; at 1 pair there is no negative and "
@@ -227,7 +227,7 @@ def _clip_model_name(name: str) -> str:
     return name
 
 
-def _embeddings(output) -> torch.Tensor:
+def projected_embedding(output) -> torch.Tensor:
     """transformers 5's ``get_*_features`` return a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the
     projected embedding; hfssl's return the tensor."""
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -252,8 +252,11 @@ def _check_same_embeddings(model: CLIPPretrainingModel, target: PreTrainedModel)
     target.eval().to(parameter.device)
     try:
         pairs = {
-            "image": (model.get_image_features(pixels), _embeddings(target.get_image_features(pixel_values=pixels))),
-            "text": (model.get_text_features(ids), _embeddings(target.get_text_features(input_ids=ids))),
+            "image": (
+                model.get_image_features(pixels),
+                projected_embedding(target.get_image_features(pixel_values=pixels)),
+            ),
+            "text": (model.get_text_features(ids), projected_embedding(target.get_text_features(input_ids=ids))),
         }
     finally:
         model.train(was_training)
