@@ -17,12 +17,20 @@ from .models.bart import BartPretrainingConfig, BartPretrainingModel, bart_batch
 from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch_transform
 from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
 from .models.clip import CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform
+from .models.colorization import ColorizationConfig, ColorizationModel, colorization_batch_transform
 from .models.denoising_ae import DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform
 from .models.dino import DINOConfig, DINOModel, dino_batch_transform
 from .models.gpt import GPTConfig, GPTModel
+from .models.jigsaw import JigsawConfig, JigsawModel, jigsaw_batch_transform
 from .models.mae import MAEConfig, MAEModel, mae_batch_transform
 from .models.moco_v2 import MoCoV2Config, MoCoV2Model, moco_v2_batch_transform
 from .models.moco_v3 import MoCoV3Config, MoCoV3Model, moco_v3_batch_transform
+from .models.relative_position import (
+    RelativePositionConfig,
+    RelativePositionModel,
+    relative_position_batch_transform,
+)
+from .models.rotation import RotationConfig, RotationModel, rotation_batch_transform
 from .models.simclr import SimCLRConfig, SimCLRModel, simclr_batch_transform
 from .models.simsiam import SimSiamConfig, SimSiamModel, simsiam_batch_transform
 from .models.swav import SwAVConfig, SwAVModel, swav_batch_transform
@@ -69,6 +77,12 @@ METHODS: dict[str, Method] = {
     "swav": Method("image", SwAVConfig, SwAVModel, swav_batch_transform),
     "mae": Method("image", MAEConfig, MAEModel, mae_batch_transform),
     "denoising_ae": Method("image", DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform),
+    "rotation": Method("image", RotationConfig, RotationModel, rotation_batch_transform),
+    "relative_position": Method(
+        "image", RelativePositionConfig, RelativePositionModel, relative_position_batch_transform
+    ),
+    "jigsaw": Method("image", JigsawConfig, JigsawModel, jigsaw_batch_transform),
+    "colorization": Method("image", ColorizationConfig, ColorizationModel, colorization_batch_transform),
     "clip": Method("image-text", CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
     "gpt": Method("text", GPTConfig, GPTModel),
@@ -107,18 +121,26 @@ __all__ = [
     "CLIPPretrainingConfig",
     "CLIPPretrainingModel",
     "BYOLModel",
+    "ColorizationConfig",
+    "ColorizationModel",
     "DenoisingAEConfig",
     "DenoisingAEModel",
     "DINOConfig",
     "DINOModel",
     "GPTConfig",
     "GPTModel",
+    "JigsawConfig",
+    "JigsawModel",
     "MAEConfig",
     "MAEModel",
     "MoCoV2Config",
     "MoCoV2Model",
     "MoCoV3Config",
     "MoCoV3Model",
+    "RelativePositionConfig",
+    "RelativePositionModel",
+    "RotationConfig",
+    "RotationModel",
     "SimCLRConfig",
     "SimCLRModel",
     "SimSiamConfig",

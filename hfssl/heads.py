@@ -302,3 +302,9 @@ class Prototypes(nn.Linear):
     def cancel_gradients(self) -> None:
         """Drop the prototypes' gradient, so that the next optimizer step leaves them unchanged."""
         self.weight.grad = None
+
+
+def classifier_head(input_dim: int, hidden_dim: int, num_classes: int) -> MLP:
+    """A pretext task's classifier: Linear -> BatchNorm -> ReLU -> Linear to ``num_classes`` logits, or one Linear
+    when ``hidden_dim`` is 0. (B, input_dim) -> (B, num_classes)."""
+    return MLP([input_dim, hidden_dim, num_classes] if hidden_dim else [input_dim, num_classes])

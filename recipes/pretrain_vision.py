@@ -25,7 +25,7 @@ from hfssl.augment import EvalTransform
 from hfssl.backbones import BACKBONE_PRESETS, POOLING_CHOICES
 from hfssl.data import ImageCollator, VisionDataArguments, load_vision_datasets
 from hfssl.evaluation.baselines import frozen_metrics_with_baselines
-from hfssl.models.builder import build_vision_ssl_model, resolve_vision_backbone
+from hfssl.models.builder import build_vision_ssl_model, check_method_fits_data, resolve_vision_backbone
 from hfssl.preprocessing import make_image_processor
 from hfssl.training import SSLTrainer, SSLTrainingArguments, parse_recipe_arguments
 from hfssl.training.argument_checks import require_int_flag
@@ -109,6 +109,7 @@ def main(argv=None):
     with training_args.main_process_first(desc="resolving the dataset"):
         data = load_vision_datasets(data_args)
     method = hfssl.METHODS[model_args.method]
+    check_method_fits_data(method.model_class, data.num_channels, data.description)
     backbone = resolve_vision_backbone(
         model_args.backbone,
         model_args.image_size,
@@ -116,6 +117,7 @@ def main(argv=None):
         data.num_channels,
         len(data.train),
         vit_only=getattr(method.model_class, "needs_vit_backbone", False),
+        backbone_channels=getattr(method.model_class, "backbone_channels", None),
     )
     model = build_vision_ssl_model(
         method,

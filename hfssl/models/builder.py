@@ -34,12 +34,16 @@ def resolve_vision_backbone(
     num_channels: int,
     num_images: int | None,
     vit_only: bool = False,
+    backbone_channels: int | None = None,
 ) -> VisionBackboneChoice:
     """``--backbone`` and ``--image_size`` as given, with ``auto`` (and a missing size) picked from the data
     (:func:`hfssl.backbones.choose_auto_backbone`, logged in one line; ``vit_only`` for methods that need a ViT,
     whose model class says ``needs_vit_backbone``). Presets take the data's channels; model types and checkpoints
-    keep their own (``num_channels=1`` in the overrides for greyscale)."""
-    choice = choose_auto_backbone(native_image_size, num_channels, num_images, vit_only=vit_only)
+    keep their own (``num_channels=1`` in the overrides for greyscale). ``backbone_channels``: the channels a method's
+    backbone reads whatever the data's (colorization's L channel: 1, the class's ``backbone_channels``), for presets
+    and model types."""
+    channels = backbone_channels or num_channels
+    choice = choose_auto_backbone(native_image_size, channels, num_images, vit_only=vit_only)
     if backbone == AUTO_BACKBONE:
         logger.info(choice.message if image_size is None else f"{choice.message} (--image_size {image_size} kept)")
         return VisionBackboneChoice(choice.preset, image_size or choice.image_size, choice.num_channels)
@@ -50,7 +54,20 @@ def resolve_vision_backbone(
             native_image_size,
         )
         image_size = choice.image_size
+    if backbone_channels is not None and not is_checkpoint(backbone):
+        return VisionBackboneChoice(backbone, image_size, backbone_channels)
     return VisionBackboneChoice(backbone, image_size, num_channels if backbone in BACKBONE_PRESETS else None)
+
+
+def check_method_fits_data(model_class, num_channels: int, description: str = "the data") -> None:
+    """Refuse data a method cannot learn from, before anything is built: greyscale images for a method that predicts
+    colour (its class says ``needs_colour_images``)."""
+    if getattr(model_class, "needs_colour_images", False) and num_channels != 3:
+        raise ValueError(
+            f"{model_class.__name__} learns by predicting colour, and the training images are greyscale "
+            f"({num_channels} channel; {description}): there is no colour to predict. Train it on colour images (RGB; e.g. "
+            "--train_dir ../shared/data/emoji-captions), or pick a method that works on greyscale."
+        )
 
 
 def build_vision_ssl_model(

@@ -7,11 +7,14 @@ A method's config subclasses :class:`VisionSSLConfig` (which nests the backbone'
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoImageProcessor, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
 
 from ..augment import ViewGenerator, default_normalization
 from ..backbones import POOLING_CHOICES, backbone_feature_dim, build_backbone, pooled_features
@@ -182,3 +185,50 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
             if module.weight is not None:
                 torch.nn.init.ones_(module.weight)
                 torch.nn.init.zeros_(module.bias)
+
+
+@dataclass
+class PretextTaskOutput(ModelOutput):
+    """What a pretext-task model (rotation, relative position, jigsaw) returns.
+
+    Args:
+        loss: scalar cross-entropy of the pretext labels, present when ``return_loss``.
+        logits: (N, K) scores of the K pretext classes.
+        pretext_accuracy: scalar share of the N examples whose label scores highest (logged during training).
+        features: (M, D) pooled backbone features of the inputs (rotated images, or tiles).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    pretext_accuracy: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+
+
+def pretext_task_output(
+    logits: torch.Tensor, labels: torch.Tensor | None, features: torch.Tensor, return_loss: bool = True
+) -> PretextTaskOutput:
+    """Cross-entropy of ``logits`` (N, K) against the pretext ``labels`` (N,) and the accuracy, in one output."""
+    loss = accuracy = None
+    if labels is not None:
+        accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+        if return_loss:
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+    elif return_loss:
+        raise ValueError("A pretext task's loss needs its labels: pass pretext_labels=... (the batch transform's).")
+    return PretextTaskOutput(loss=loss, logits=logits, pretext_accuracy=accuracy, features=features)
+
+
+def require_tile_size(config: VisionSSLConfig, tile: int, minimum: int = 2) -> None:
+    """The tiles a grid task cuts (side ``tile``) are large enough for the backbone: at least ``minimum`` pixels
+    and, for a ViT, one patch. Names ``--image_size`` as the fix."""
+    patch = getattr(config.backbone_config, "patch_size", 1)
+    patch = patch if isinstance(patch, int) else max(patch)
+    needed = max(minimum, patch)
+    if tile < needed:
+        raise ValueError(
+            f"{type(config).__name__}: tiles of {tile} px (image_size {config.image_size} cut into a 3 x 3 grid, "
+            f"tile_fraction {config.tile_fraction}) are smaller than the {needed} px the backbone needs"
+            + (f" (its patch_size is {patch})" if patch > 1 else "")
+            + f"; pass a larger --image_size (at least {3 * math.ceil(needed / config.tile_fraction)}) or raise "
+            "tile_fraction."
+        )

@@ -204,6 +204,8 @@ PICTURE_CAPTIONS: dict[str, str] = {
     "embedding_map.png": "Features of the evaluation images in two dimensions, coloured by label.",
     "retrieval_examples.png": "Held-out captions, each with the five held-out images nearest it, and where its own "
     "image ranks.",
+    "colorizations.png": "Held-out images, the lightness the model saw of them, and its colourisation (the annealed "
+    "mean of the predicted colour distribution beside the original lightness), at the last step.",
     "reconstructions.png": "Held-out images, what the model saw of them (masked patches, or corrupted pixels) and its "
     "reconstructions, at the last step.",
 }

@@ -36,6 +36,7 @@ from transformers.modeling_utils import unwrap_model
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from ..augment import EvalTransform
 from ..evaluation.frozen import frozen_feature_metrics
 from ..schedules import TrainingProgress
 from .checkpoints import check_resume_checkpoint, load_checkpoint_weights
@@ -54,7 +55,7 @@ from .transform_trainer import TransformTrainer
 
 logger = logging.getLogger(__name__)
 
-MONITORED_OUTPUTS = ("embeddings", "features")
+MONITORED_OUTPUTS = ("embeddings", "features", "pretext_accuracy")
 
 
 FEATURE_METHODS = ("get_image_features", "get_text_features", "reconstruction_panels")
@@ -287,7 +288,7 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
 
     # ---- logging ----------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add collapse monitors of this process's last training batch to training logs."""
+        """Add collapse monitors (and a pretext task's accuracy) of this process's last training batch to training logs."""
         if "loss" in logs and self._last_outputs:
             embeddings = self._last_outputs.get("embeddings")
             features = self._last_outputs.get("features")
@@ -297,6 +298,8 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
                 self._warn_once_if_collapsed(logs["embedding_std"], embeddings.shape[-1])
             if features is not None:
                 logs["feature_rank"] = round(effective_rank(features), 3)
+            if self._last_outputs.get("pretext_accuracy") is not None:  # a pretext task's labels, this batch
+                logs["pretext_accuracy"] = round(self._last_outputs["pretext_accuracy"].item(), 4)
         super().log(logs, start_time)
 
     def _warn_once_if_collapsed(self, std: float, dim: int) -> None:
@@ -321,8 +324,8 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
 
     @torch.no_grad()
     def draw_reconstructions(self) -> str | None:
-        """For models with ``reconstruction_panels`` (MAE, the denoising autoencoder): ``reconstructions.png`` in
-        ``--output_dir``, the first :data:`PICTURE_IMAGES` images of the eval split (else of the training split)
+        """For models with ``reconstruction_panels`` (MAE, the denoising autoencoder, colorization):
+        ``reconstructions.png`` (or the model's ``picture_name``) in ``--output_dir``, the first :data:`PICTURE_IMAGES` images of the eval split (else of the training split)
         with a mask or corruption drawn from ``--seed``, so every evaluation shows the same inputs. Call it on every
         process (FSDP gathers the weights); the main process writes. Returns the path written, else None."""
         model = self.accelerator.unwrap_model(self.model)
@@ -335,7 +338,9 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         if not rows:
             return None
         pixels = self.data_collator(rows)["pixel_values"].to(self.args.device)
-        images = self.feature_transform.unit_images(pixels)  # resized, channel-matched, in [0, 1]
+        # resized, channel-matched (colour for a model that predicts it from grey input), in [0, 1]
+        channels = getattr(model, "picture_channels", self.feature_transform.num_channels)
+        images = EvalTransform(self.feature_transform.image_size, channels).unit_images(pixels)
         normalization = self.feature_transform.normalize.to(images.device)
         was_training = model.training
         model.eval()
@@ -344,7 +349,7 @@ class SSLTrainer(HfsslModelCardMixin, TransformTrainer):
         model.train(was_training)
         if not self.is_world_process_zero():
             return None
-        path = os.path.join(self.args.output_dir, RECONSTRUCTIONS)
+        path = os.path.join(self.args.output_dir, getattr(model, "picture_name", RECONSTRUCTIONS))
         return plot_image_panels(panels, path, title=f"step {self.state.global_step}")
 
     def feature_dataloader(self, dataset) -> DataLoader:
