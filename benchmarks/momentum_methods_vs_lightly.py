@@ -68,7 +68,10 @@ import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LIGHTLY_PYTHON = "/work/venvs/lightly/bin/python"
-ALL_METHODS = ("simclr", "byol", "simsiam", "moco_v2", "moco_v3", "dino", "barlow_twins", "vicreg", "swav")
+LIGHTLY_METHODS = ("simclr", "byol", "simsiam", "moco_v2", "moco_v3", "dino", "barlow_twins", "vicreg", "swav")
+# Methods lightly does not ship (the classic pretext tasks): hfssl's side only, beside the same baselines.
+HFSSL_ONLY_METHODS = ("rotation", "relative_position", "jigsaw")
+ALL_METHODS = LIGHTLY_METHODS + HFSSL_ONLY_METHODS
 
 # Head sizes and loss settings, identical on both sides (hfssl config field names), sized for a small
 # backbone on a CPU; fields left out keep hfssl's defaults, which the lightly side mirrors.
@@ -101,6 +104,10 @@ SETTINGS: dict[str, dict] = {
     "vicreg": {"projection_hidden_dim": 1024, "projection_dim": 1024},
     # num_prototypes explicit: the recipe would otherwise lower it to one per 16 training images (hfssl only)
     "swav": {"projection_hidden_dim": 512, "projection_dim": 128, "num_prototypes": 512, "num_local_crops": 4},
+    # the papers' defaults (hfssl's); nothing to mirror
+    "rotation": {},
+    "relative_position": {},
+    "jigsaw": {},
 }
 # hfssl defaults the lightly side needs to mirror (read from the configs in the main env, fixed here for the worker)
 DINO_DEFAULTS = {
@@ -238,7 +245,7 @@ def run_hfssl(args, method: str, shared: str) -> dict:
         pretrain_vision.SSLTrainer = make_budget_trainer(SSLTrainer, budget, step_times)
         argv = [
             "--method", method, "--backbone", args.backbone, "--image_size", str(args.image_size),
-            "--config_overrides", config_overrides(method), "--idx_dir", args.idx_dir, "--output_dir", output_dir,
+            "--idx_dir", args.idx_dir, "--output_dir", output_dir,
             "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(steps),
             "--learning_rate", str(args.learning_rate), "--weight_decay", str(args.weight_decay),
             "--warmup_steps", str(args.warmup_ratio), "--lr_scheduler_type", "cosine",
@@ -246,6 +253,8 @@ def run_hfssl(args, method: str, shared: str) -> dict:
             "--final_protocols", "", "--baselines", "false", "--report_to", "none", "--disable_tqdm", "true",
             "--seed", str(args.seed), "--per_device_eval_batch_size", "1024",
         ]  # fmt: skip
+        if config_overrides(method):
+            argv += ["--config_overrides", config_overrides(method)]
         if args.backbone_config_overrides:
             argv += ["--backbone_config_overrides", args.backbone_config_overrides]
         for flag, value in (
@@ -413,6 +422,9 @@ def orchestrate(args) -> dict:
     for method in methods:
         results["methods"][method] = {}
         for side in sides:  # back to back
+            if side == "lightly" and method in HFSSL_ONLY_METHODS:
+                print(f"{method}: lightly has no implementation; hfssl's side only.")
+                continue
             run = run_hfssl if side == "hfssl" else run_lightly
             trained = run(args, method, shared)
             trained.update(evaluate_backbone(trained["backbone_dir"], data, args.seed))
