@@ -70,7 +70,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LIGHTLY_PYTHON = "/work/venvs/lightly/bin/python"
 LIGHTLY_METHODS = ("simclr", "byol", "simsiam", "moco_v2", "moco_v3", "dino", "barlow_twins", "vicreg", "swav")
 # Methods lightly does not ship (the classic pretext tasks): hfssl's side only, beside the same baselines.
-HFSSL_ONLY_METHODS = ("rotation", "relative_position", "jigsaw")
+HFSSL_ONLY_METHODS = ("rotation", "relative_position", "jigsaw", "cpc")
 ALL_METHODS = LIGHTLY_METHODS + HFSSL_ONLY_METHODS
 
 # Head sizes and loss settings, identical on both sides (hfssl config field names), sized for a small
@@ -108,6 +108,7 @@ SETTINGS: dict[str, dict] = {
     "rotation": {},
     "relative_position": {},
     "jigsaw": {},
+    "cpc": {},
 }
 # hfssl defaults the lightly side needs to mirror (read from the configs in the main env, fixed here for the worker)
 DINO_DEFAULTS = {

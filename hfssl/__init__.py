@@ -18,6 +18,7 @@ from .models.bert import BertPretrainingConfig, BertPretrainingModel, bert_batch
 from .models.byol import BYOLConfig, BYOLModel, byol_batch_transform
 from .models.clip import CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform
 from .models.colorization import ColorizationConfig, ColorizationModel, colorization_batch_transform
+from .models.cpc import CPCConfig, CPCModel, cpc_batch_transform
 from .models.denoising_ae import DenoisingAEConfig, DenoisingAEModel, denoising_ae_batch_transform
 from .models.dino import DINOConfig, DINOModel, dino_batch_transform
 from .models.gpt import GPTConfig, GPTModel
@@ -82,6 +83,7 @@ METHODS: dict[str, Method] = {
         "image", RelativePositionConfig, RelativePositionModel, relative_position_batch_transform
     ),
     "jigsaw": Method("image", JigsawConfig, JigsawModel, jigsaw_batch_transform),
+    "cpc": Method("image", CPCConfig, CPCModel, cpc_batch_transform),
     "colorization": Method("image", ColorizationConfig, ColorizationModel, colorization_batch_transform),
     "clip": Method("image-text", CLIPPretrainingConfig, CLIPPretrainingModel, clip_batch_transform),
     "word2vec": Method("word-vectors", Word2VecConfig, Word2VecModel, word2vec_batch_transform),
@@ -123,6 +125,8 @@ __all__ = [
     "BYOLModel",
     "ColorizationConfig",
     "ColorizationModel",
+    "CPCConfig",
+    "CPCModel",
     "DenoisingAEConfig",
     "DenoisingAEModel",
     "DINOConfig",

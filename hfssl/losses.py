@@ -612,3 +612,37 @@ def clip_loss(
     image_to_text = F.cross_entropy(logit_scale * images @ all_texts.T, labels, reduction="sum")  # (B, N) logits
     text_to_image = F.cross_entropy(logit_scale * texts @ all_images.T, labels, reduction="sum")
     return (image_to_text + text_to_image) * world_size() / (2 * everything.shape[0])
+
+
+def cpc_info_nce(
+    predictions: torch.Tensor, positive_index: torch.Tensor, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC's InfoNCE (van den Oord et al. 2018, eq. 4; Henaff et al. 2020, eq. 3 for images): each prediction
+    ``z_hat`` of a future patch embedding is scored by the dot product ``z_hat . z`` against every patch embedding
+    ``z`` of the global batch (other places and other images are its negatives), and the cross entropy picks the
+    true future patch.
+
+    Keys are gathered from every process with gradients (:func:`hfssl.distributed.gather_with_offset`), so each
+    process scores its predictions against the global batch's patches; DDP's average of the processes' losses is
+    the loss of the concatenated batch.
+
+    Args:
+        predictions: (N, D) this process's predictions.
+        positive_index: (N,) the row of each prediction's true patch among this process's ``keys``.
+        keys: (M, D) this process's patch embeddings.
+
+    Returns:
+        ``(loss, accuracy)``: the mean cross entropy over the N predictions, and the share whose true patch scores
+        highest.
+    """
+    if predictions.dim() != 2 or keys.dim() != 2 or predictions.shape[1] != keys.shape[1]:
+        raise ValueError(
+            f"cpc_info_nce expects predictions (N, D) and keys (M, D), got {tuple(predictions.shape)} and "
+            f"{tuple(keys.shape)}."
+        )
+    gathered, offset = gather_with_offset(keys)
+    logits = predictions.float() @ gathered.float().T  # (N, M_global)
+    labels = positive_index + offset
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, accuracy

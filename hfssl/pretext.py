@@ -8,6 +8,8 @@
   the 9 tiles of the grid shuffled by one permutation of a fixed set, labelled by the permutation's index.
 * Colorization (Zhang et al. 2016, "Colorful Image Colorization"): the lightness L of CIE Lab in, its ab colour
   channels out, as distributions over the in-gamut ab bins.
+* Contrastive predictive coding (van den Oord et al. 2018; Henaff et al. 2020 for images): a grid of overlapping
+  patches, and which patch lies k rows below which.
 
 The grid: an image of side S is cut into 3 x 3 cells of side ``c = S // 3`` (the grid placed at a random offset
 when S is not a multiple of 3) and each tile, of side ``t = round(c * tile_fraction)``, sits inside its cell at
@@ -360,3 +362,51 @@ class ColorizationTransform(BatchTransform):
         lab = rgb_to_lab(view.clamp(0, 1))
         lightness = self.normalize.to(view.device)(lab[:, :1] / 100)
         return {"pixel_values": lightness, "ab": lab[:, 1:]}
+
+
+# ----------------------------------------------------------------------------- contrastive predictive coding
+
+
+def patch_grid_geometry(image_size: int, grid_size: int) -> tuple[int, int]:
+    """``(patch, stride)`` of a ``grid_size`` x ``grid_size`` grid of patches overlapping by half (Henaff et al.
+    2020: 64 px patches every 32 px of a 256 px image, a 7 x 7 grid): ``stride = image_size // (grid_size + 1)``,
+    ``patch = 2 * stride``. The grid covers ``(grid_size + 1) * stride`` pixels from the top left."""
+    stride = image_size // (grid_size + 1)
+    return 2 * stride, stride
+
+
+def overlapping_patches(images: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """(B, C, S, S) -> (B, G * G, C, p, p): the patches of :func:`patch_grid_geometry`, in reading order
+    (patch ``i * G + j`` starts at pixel ``(i * stride, j * stride)``)."""
+    patch, stride = patch_grid_geometry(images.shape[-1], grid_size)
+    batch, channels = images.shape[:2]
+    grid = images.unfold(2, patch, stride).unfold(3, patch, stride)[:, :, :grid_size, :grid_size]  # (B, C, G, G, p, p)
+    return grid.permute(0, 2, 3, 1, 4, 5).reshape(batch, grid_size * grid_size, channels, patch, patch)
+
+
+def cpc_positive_indices(batch: int, grid_size: int, steps: int, device=None) -> torch.Tensor:
+    """The index, among the B * G * G patches in reading order, of the patch ``steps`` rows below each patch that has
+    one: (B * (G - steps) * G,) for the sources ``(b, i, j)``, i < G - steps, in that order; the source's own index
+    minus these is ``-steps * G``."""
+    b = torch.arange(batch, device=device).view(-1, 1, 1)
+    i = torch.arange(grid_size - steps, device=device).view(1, -1, 1)
+    j = torch.arange(grid_size, device=device).view(1, 1, -1)
+    return (b * grid_size * grid_size + (i + steps) * grid_size + j).flatten()
+
+
+class PatchGridTransform(BatchTransform):
+    """CPC: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"pixel_values": (B, G * G, C', p, p)}``, the overlapping
+    patches (:func:`overlapping_patches`) of one lightly augmented view of every image (random resized crop, flip).
+
+    Args:
+        view_generator: uint8 images -> a list of one normalised view (:class:`hfssl.augment.ViewGenerator`).
+        grid_size: G, patches per side.
+    """
+
+    def __init__(self, view_generator: torch.nn.Module, grid_size: int):
+        self.view_generator = view_generator
+        self.grid_size = grid_size
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        (view,) = self.view_generator(batch["pixel_values"])
+        return {"pixel_values": overlapping_patches(view, self.grid_size)}

@@ -7,7 +7,6 @@ A method's config subclasses :class:`VisionSSLConfig` (which nests the backbone'
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -218,17 +217,17 @@ def pretext_task_output(
     return PretextTaskOutput(loss=loss, logits=logits, pretext_accuracy=accuracy, features=features)
 
 
-def require_tile_size(config: VisionSSLConfig, tile: int, minimum: int = 2) -> None:
-    """The tiles a grid task cuts (side ``tile``) are large enough for the backbone: at least ``minimum`` pixels
-    and, for a ViT, one patch. Names ``--image_size`` as the fix."""
+def require_tile_size(config: VisionSSLConfig, tile: int, layout: str, image_size_for_tile, minimum: int = 2) -> None:
+    """The tiles or patches a grid task cuts (side ``tile``) are large enough for the backbone: at least ``minimum``
+    pixels and, for a ViT, one patch. ``layout`` says how they are cut (for the message), ``image_size_for_tile(t)``
+    the smallest ``image_size`` that gives tiles of ``t`` px, named as the fix."""
     patch = getattr(config.backbone_config, "patch_size", 1)
     patch = patch if isinstance(patch, int) else max(patch)
     needed = max(minimum, patch)
     if tile < needed:
         raise ValueError(
-            f"{type(config).__name__}: tiles of {tile} px (image_size {config.image_size} cut into a 3 x 3 grid, "
-            f"tile_fraction {config.tile_fraction}) are smaller than the {needed} px the backbone needs"
+            f"{type(config).__name__}: tiles of {tile} px (image_size {config.image_size}, {layout}) are smaller than "
+            f"the {needed} px the backbone needs"
             + (f" (its patch_size is {patch})" if patch > 1 else "")
-            + f"; pass a larger --image_size (at least {3 * math.ceil(needed / config.tile_fraction)}) or raise "
-            "tile_fraction."
+            + f"; pass a larger --image_size (at least {image_size_for_tile(needed)})."
         )

@@ -76,4 +76,9 @@ class JigsawConfig(VisionSSLConfig):
                 "(leave it unset to get the Hamming set of num_permutations)",
             )
         require_int(self, "classifier_hidden_dim", 0, "0 for a linear classifier")
-        require_tile_size(self, self.tile_size)
+        require_tile_size(
+            self,
+            self.tile_size,
+            f"a 3 x 3 grid of tiles {self.tile_fraction:g} of their cell",
+            lambda tile: GRID * math.ceil(tile / self.tile_fraction),
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...pretext import grid_geometry
+import math
+
+from ...pretext import GRID, grid_geometry
 from ..checks import require_bool, require_int, require_real
 from ..vision import VisionSSLConfig, require_tile_size
 
@@ -50,4 +52,9 @@ class RelativePositionConfig(VisionSSLConfig):
         require_bool(self, "channel_dropping")
         require_real(self, "channel_noise_std", 0, hint="the std of the noise in a dropped channel")
         require_int(self, "classifier_hidden_dim", 0, "0 for a linear classifier")
-        require_tile_size(self, self.tile_size)
+        require_tile_size(
+            self,
+            self.tile_size,
+            f"a 3 x 3 grid of tiles {self.tile_fraction:g} of their cell",
+            lambda tile: GRID * math.ceil(tile / self.tile_fraction),
+        )
