@@ -84,6 +84,7 @@ class ColorizationModel(VisionSSLPreTrainedModel):
     # draw_reconstructions hands reconstruction_panels the images in colour, and writes this file.
     picture_channels = 3
     picture_name = "colorizations.png"
+    replicated_buffers = ("bin_counts",)  # every process adds the same all-reduced counts
 
     def __init__(self, config: ColorizationConfig):
         super().__init__(config)
