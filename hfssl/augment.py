@@ -100,6 +100,19 @@ def simclr_recipe(image_size: int, color_jitter_strength: float = 1.0) -> ViewRe
     )
 
 
+def crop_and_flip_recipe(min_crop_scale: float, flip_probability: float = 0.5) -> ViewRecipe:
+    """Light augmentation: a random resized crop (``min_crop_scale``-1) and a horizontal flip, no colour change;
+    the pretext tasks' (rotation, colorization, CPC), whose labels or targets a colour change would spoil or
+    whose papers augment no more."""
+    return ViewRecipe(
+        crop_scale=(min_crop_scale, 1.0),
+        flip_probability=flip_probability,
+        color_jitter_probability=0.0,
+        grayscale_probability=0.0,
+        blur_probability=0.0,
+    )
+
+
 def moco_v2_recipe(image_size: int, min_crop_scale: float = 0.2) -> ViewRecipe:
     """MoCo v2's augmentation (Chen et al. 2020, "Improved Baselines with Momentum Contrastive Learning"),
     which SimSiam keeps (Chen & He 2021, appendix A): random resized crop (``min_crop_scale``-1), flip,

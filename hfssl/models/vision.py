@@ -7,6 +7,7 @@ A method's config subclasses :class:`VisionSSLConfig` (which nests the backbone'
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -18,8 +19,9 @@ from transformers.utils import ModelOutput
 from ..augment import ViewGenerator, default_normalization
 from ..backbones import POOLING_CHOICES, backbone_feature_dim, build_backbone, pooled_features
 from ..distributed import broadcast_
+from ..pretext import GRID
 from ..transforms import MultiViewTransform
-from .checks import CheckedConfig, require_choice, require_int
+from .checks import CheckedConfig, require_choice, require_int, require_real
 from .export import saved_preprocessor
 
 
@@ -175,8 +177,11 @@ class VisionSSLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """Heads only: the backbone initialises itself with its own scheme."""
-        if isinstance(module, torch.nn.Linear):
+        """Heads and decoders only (the backbone initialises itself with its own scheme): Linear layers truncated
+        normal (std 0.02), convolutions by PyTorch's default, norms to the identity."""
+        if isinstance(module, torch.nn.Conv2d):
+            module.reset_parameters()
+        elif isinstance(module, torch.nn.Linear):
             torch.nn.init.trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
@@ -215,6 +220,19 @@ def pretext_task_output(
     elif return_loss:
         raise ValueError("A pretext task's loss needs its labels: pass pretext_labels=... (the batch transform's).")
     return PretextTaskOutput(loss=loss, logits=logits, pretext_accuracy=accuracy, features=features)
+
+
+def require_tile_grid(config: VisionSSLConfig) -> None:
+    """A 3 x 3 tile task's ``tile_fraction`` in (0, 1] and ``jitter`` in [0, 1], and its tiles large enough for the
+    backbone (:func:`require_tile_size`)."""
+    require_real(config, "tile_fraction", 0, 1, low_open=True, hint="the side of a tile over that of its cell")
+    require_real(config, "jitter", 0, 1, hint="the share of a cell's spare room a tile may move by")
+    require_tile_size(
+        config,
+        config.tile_size,
+        f"a 3 x 3 grid of tiles {config.tile_fraction:g} of their cell",
+        lambda tile: GRID * math.ceil(tile / config.tile_fraction),
+    )
 
 
 def require_tile_size(config: VisionSSLConfig, tile: int, layout: str, image_size_for_tile, minimum: int = 2) -> None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ...augment import EvalTransform, ViewGenerator, ViewRecipe
+from ...augment import EvalTransform, ViewGenerator, crop_and_flip_recipe
 from ...backbones import backbone_outputs, pool_outputs, spatial_feature_map
 from ...distributed import all_reduce_sum
 from ...pretext import (
@@ -96,14 +96,6 @@ class ColorizationModel(VisionSSLPreTrainedModel):
         self.register_buffer("bin_counts", torch.zeros(len(self.ab_bins), dtype=torch.float64))
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        """Convolutions of the head by PyTorch's default; the rest as :class:`VisionSSLPreTrainedModel`."""
-        if isinstance(module, nn.Conv2d):
-            module.reset_parameters()
-        else:
-            super()._init_weights(module)
-
     def forward(self, pixel_values: torch.Tensor, ab: torch.Tensor | None = None, return_loss: bool = True):
         """
         Args:
@@ -167,21 +159,16 @@ class ColorizationModel(VisionSSLPreTrainedModel):
         return {"original": images, "input (L)": lightness, "colourised": colourised}
 
 
-def colorization_recipe(config: ColorizationConfig) -> ViewRecipe:
-    """The light augmentation: random resized crop and flip; no colour change (colour is the target)."""
-    return ViewRecipe(
-        crop_scale=(config.min_crop_scale, 1.0),
-        flip_probability=config.flip_probability,
-        color_jitter_probability=0.0,
-        grayscale_probability=0.0,
-        blur_probability=0.0,
-    )
-
-
 def colorization_batch_transform(model: ColorizationModel, image_processor=None) -> ColorizationTransform:
     """Batch: ``{"pixel_values": uint8 (B, 3, H, W)}`` -> ``{"pixel_values": (B, 1, S, S), "ab": (B, 2, S, S)}``
     (:class:`hfssl.pretext.ColorizationTransform`), L normalised as the 1-channel ``image_processor``."""
     config = model.config
-    views = ViewGenerator([colorization_recipe(config)], config.image_size, 3, mean=(0.0,) * 3, std=(1.0,) * 3)
+    views = ViewGenerator(
+        [crop_and_flip_recipe(config.min_crop_scale, config.flip_probability)],
+        config.image_size,
+        3,
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+    )
     mean, std = image_normalization(image_processor, 1)
     return ColorizationTransform(views, EvalTransform(config.image_size, 1, mean, std).normalize)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from ...augment import ViewGenerator, ViewRecipe
+from ...augment import ViewGenerator, crop_and_flip_recipe
 from ...losses import cpc_info_nce
 from ...pretext import PatchGridTransform, cpc_positive_indices, overlapping_patches
 from ..vision import VisionSSLPreTrainedModel, image_normalization
@@ -86,14 +86,6 @@ class CPCModel(VisionSSLPreTrainedModel):
         )
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        """The context's convolutions by PyTorch's default; the rest as :class:`VisionSSLPreTrainedModel`."""
-        if isinstance(module, nn.Conv2d):
-            module.reset_parameters()
-        else:
-            super()._init_weights(module)
-
     def patch_features(self, patches: torch.Tensor) -> torch.Tensor:
         """g_enc: the pooled backbone features of normalised patches, (N, C, p, p) -> (N, D)."""
         return super().get_image_features(patches)
@@ -135,21 +127,16 @@ class CPCModel(VisionSSLPreTrainedModel):
         return CPCOutput(loss=torch.stack(losses).mean(), pretext_accuracy=torch.stack(accuracies).mean(), features=z)
 
 
-def cpc_recipe(config: CPCConfig) -> ViewRecipe:
-    """The light augmentation before cutting: random resized crop and horizontal flip, no colour change."""
-    return ViewRecipe(
-        crop_scale=(config.min_crop_scale, 1.0),
-        flip_probability=config.flip_probability,
-        color_jitter_probability=0.0,
-        grayscale_probability=0.0,
-        blur_probability=0.0,
-    )
-
-
 def cpc_batch_transform(model: CPCModel, image_processor=None) -> PatchGridTransform:
     """Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"pixel_values": (B, G * G, C', p, p)}``
     (:class:`hfssl.pretext.PatchGridTransform`), normalised as ``image_processor``."""
     config = model.config
     mean, std = image_normalization(image_processor, config.num_channels)
-    views = ViewGenerator([cpc_recipe(config)], config.image_size, config.num_channels, mean, std)
+    views = ViewGenerator(
+        [crop_and_flip_recipe(config.min_crop_scale, config.flip_probability)],
+        config.image_size,
+        config.num_channels,
+        mean,
+        std,
+    )
     return PatchGridTransform(views, config.grid_size)

@@ -88,14 +88,6 @@ class DenoisingAEModel(VisionSSLPreTrainedModel):
         self.decoder = ConvDecoder(self.feature_dim, config.num_channels, config.image_size, config.decoder_channels)
         self.post_init()
 
-    @torch.no_grad()
-    def _init_weights(self, module):
-        """Convolutions of the decoder by PyTorch's default; the rest as :class:`VisionSSLPreTrainedModel`."""
-        if isinstance(module, nn.Conv2d):
-            module.reset_parameters()
-        else:
-            super()._init_weights(module)
-
     def forward(
         self, pixel_values: torch.Tensor, clean: torch.Tensor | None = None, return_loss: bool = True
     ) -> DenoisingAEOutput:

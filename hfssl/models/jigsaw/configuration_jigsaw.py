@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from ...pretext import GRID, grid_geometry
-from ..checks import require, require_bool, require_int, require_real
-from ..vision import VisionSSLConfig, require_tile_size
+from ..checks import require, require_bool, require_int
+from ..vision import VisionSSLConfig, require_tile_grid
 
 TILES = GRID * GRID
 
@@ -58,8 +58,6 @@ class JigsawConfig(VisionSSLConfig):
         None or that many distinct orderings of the 9 cells; the classifier width an int >= 0; the tiles at least
         2 px and one ViT patch."""
         super().check_ranges()
-        require_real(self, "tile_fraction", 0, 1, low_open=True, hint="the side of a tile over that of its cell")
-        require_real(self, "jitter", 0, 1, hint="the share of a cell's spare room a tile may move by")
         require_bool(self, "standardize_tiles")
         require_int(self, "num_permutations", 2, "the classes of the puzzle")
         require(self, "num_permutations", self.num_permutations <= math.factorial(TILES), f"<= {TILES}! orderings")
@@ -76,9 +74,4 @@ class JigsawConfig(VisionSSLConfig):
                 "(leave it unset to get the Hamming set of num_permutations)",
             )
         require_int(self, "classifier_hidden_dim", 0, "0 for a linear classifier")
-        require_tile_size(
-            self,
-            self.tile_size,
-            f"a 3 x 3 grid of tiles {self.tile_fraction:g} of their cell",
-            lambda tile: GRID * math.ceil(tile / self.tile_fraction),
-        )
+        require_tile_grid(self)

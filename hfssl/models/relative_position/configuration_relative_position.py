@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
-from ...pretext import GRID, grid_geometry
+from ...pretext import grid_geometry
 from ..checks import require_bool, require_int, require_real
-from ..vision import VisionSSLConfig, require_tile_size
+from ..vision import VisionSSLConfig, require_tile_grid
 
 
 class RelativePositionConfig(VisionSSLConfig):
@@ -47,14 +45,7 @@ class RelativePositionConfig(VisionSSLConfig):
         """``tile_fraction`` in (0, 1], ``jitter`` in [0, 1], the noise std >= 0, the classifier width an int >= 0;
         the tiles at least 2 px and one ViT patch."""
         super().check_ranges()
-        require_real(self, "tile_fraction", 0, 1, low_open=True, hint="the side of a tile over that of its cell")
-        require_real(self, "jitter", 0, 1, hint="the share of a cell's spare room a tile may move by")
         require_bool(self, "channel_dropping")
         require_real(self, "channel_noise_std", 0, hint="the std of the noise in a dropped channel")
         require_int(self, "classifier_hidden_dim", 0, "0 for a linear classifier")
-        require_tile_size(
-            self,
-            self.tile_size,
-            f"a 3 x 3 grid of tiles {self.tile_fraction:g} of their cell",
-            lambda tile: GRID * math.ceil(tile / self.tile_fraction),
-        )
+        require_tile_grid(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ...augment import ViewGenerator, ViewRecipe
+from ...augment import ViewGenerator, crop_and_flip_recipe
 from ...heads import classifier_head
 from ...pretext import ROTATIONS, RotationTransform
 from ..vision import PretextTaskOutput, VisionSSLPreTrainedModel, image_normalization, pretext_task_output
@@ -44,21 +44,16 @@ class RotationModel(VisionSSLPreTrainedModel):
         return pretext_task_output(self.classifier(features), pretext_labels, features, return_loss)
 
 
-def rotation_recipe(config: RotationConfig) -> ViewRecipe:
-    """The light augmentation before rotating: random resized crop and horizontal flip, no colour change."""
-    return ViewRecipe(
-        crop_scale=(config.min_crop_scale, 1.0),
-        flip_probability=config.flip_probability,
-        color_jitter_probability=0.0,
-        grayscale_probability=0.0,
-        blur_probability=0.0,
-    )
-
-
 def rotation_batch_transform(model: RotationModel, image_processor=None) -> RotationTransform:
     """Batch: ``{"pixel_values": uint8 (B, C, H, W)}`` -> ``{"pixel_values": (4B, C', S, S), "pretext_labels": (4B,)}``
     (:class:`hfssl.pretext.RotationTransform`), normalised as ``image_processor``."""
     config = model.config
     mean, std = image_normalization(image_processor, config.num_channels)
-    generator = ViewGenerator([rotation_recipe(config)], config.image_size, config.num_channels, mean, std)
+    generator = ViewGenerator(
+        [crop_and_flip_recipe(config.min_crop_scale, config.flip_probability)],
+        config.image_size,
+        config.num_channels,
+        mean,
+        std,
+    )
     return RotationTransform(generator)
