@@ -13,10 +13,14 @@ from conftest import (
     WORLD,
     assert_backbones_load_without_hfssl,
     assert_save_load_round_trip,
+    collate_pixels,
     free_port,
     init_gloo,
+    random_image_rows,
     require_full_data,
+    short_run_arguments,
     spawn_processes,
+    stop_after,
     tiny_resnet_config,
     tiny_vit_config,
 )
@@ -24,6 +28,7 @@ from PIL import Image
 
 import hfssl
 from hfssl import ColorizationConfig, ColorizationModel
+from hfssl.augment import EvalTransform
 from hfssl.pretext import (
     AB_RANGE,
     annealed_mean,
@@ -33,6 +38,7 @@ from hfssl.pretext import (
     rgb_to_lab,
     soft_encode,
 )
+from hfssl.training import SSLTrainer
 
 sys.path.insert(0, str(REPO_ROOT / "recipes"))
 import pretrain_vision  # noqa: E402
@@ -240,3 +246,34 @@ def test_a_short_emoji_run_beats_random_init_and_draws_its_colourisations(tmp_pa
 # 60 steps of 64 emoji at 32 px on resnet-tiny, kNN over the 9 groups on the 366 held-out images (one image is
 # 0.0027); the margin over random init measured on cpu-2, seeds 0/1/2: +0.079/+0.046/+0.041.
 REAL_RUN_MARGIN = 0.015
+
+
+def _colorization_trainer(output_dir, **overrides):
+    torch.manual_seed(0)
+    model = tiny_colorizer()
+    rows = random_image_rows(count=48, size=18, channels=3)
+    return SSLTrainer(
+        model=model,
+        args=short_run_arguments(output_dir, **overrides),
+        train_dataset=rows,
+        data_collator=collate_pixels,
+        batch_transform=hfssl.METHODS["colorization"].batch_transform(model, None),
+        feature_transform=EvalTransform(16, 1),
+    )
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one_bin_counts_included(tmp_path):
+    straight = _colorization_trainer(tmp_path / "straight")
+    straight.train()
+    interrupted = _colorization_trainer(tmp_path / "interrupted", save_strategy="steps", save_steps=2)
+    interrupted.add_callback(stop_after(2))
+    interrupted.train()
+    checkpoint = str(tmp_path / "interrupted" / "checkpoint-2")
+    resumed = _colorization_trainer(
+        tmp_path / "interrupted", save_strategy="steps", save_steps=2, resume_from_checkpoint=checkpoint
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)  # crops, flips and counts after the checkpoint as before
+    expected = straight.model.state_dict()
+    assert expected["bin_counts"].sum() > 0
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-6, msg=name)
