@@ -17,11 +17,10 @@ from typing import Any
 import torch
 
 from .augment import EvalTransform
-from .transforms import BatchTransform, uniform_draws_of_this_process
+from .transforms import BatchTransform, normal_from_uniform, uniform_draws_of_this_process
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper", "erasing")
 ERASING_RATIO = (0.3, 3.3)  # aspect ratios of the erased rectangle, as torchvision's RandomErasing
-_SMALLEST_DRAW = 1e-7  # keeps the inverse normal CDF finite at a draw of exactly 0
 
 
 def draws_needed(corruption: str, height: int, width: int) -> int:
@@ -34,7 +33,7 @@ def gaussian_noise(images: torch.Tensor, draws: torch.Tensor, std: float) -> tor
     """Additive isotropic Gaussian noise N(0, std^2) on every pixel (the same on its channels), clipped to [0, 1].
 
     ``draws``: (B, H * W) uniforms, made normal by the inverse CDF."""
-    normal = math.sqrt(2) * torch.erfinv(2 * draws.clamp(_SMALLEST_DRAW, 1 - _SMALLEST_DRAW) - 1)
+    normal = normal_from_uniform(draws)
     return (images + std * normal.view(images.shape[0], 1, *images.shape[2:])).clamp(0, 1)
 
 

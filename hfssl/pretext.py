@@ -35,13 +35,12 @@ import numpy as np
 import torch
 
 from .augment import EvalTransform
-from .transforms import BatchTransform, uniform_draws_of_this_process
+from .transforms import BatchTransform, normal_from_uniform, uniform_draws_of_this_process
 
 ROTATIONS = 4  # 0, 90, 180, 270 degrees
 GRID = 3  # tiles per side of the relative-position and jigsaw grids
 CENTRE_CELL = 4  # the middle cell of the 3 x 3 grid, in reading order
 NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)  # relative-position label i -> the cell of the neighbour, reading order
-_SMALLEST_DRAW = 1e-7  # keeps the inverse normal CDF finite at a draw of exactly 0
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -115,11 +114,6 @@ def drop_channels(tiles: torch.Tensor, kept: torch.Tensor, noise: torch.Tensor) 
             paper's: Gaussian noise of 1/100 of the channel's std)."""
     channels = torch.arange(tiles.shape[1], device=tiles.device).view(1, -1, 1, 1)
     return torch.where(channels == kept.view(-1, 1, 1, 1), tiles, noise)
-
-
-def normal_from_uniform(draws: torch.Tensor) -> torch.Tensor:
-    """Standard normal values from uniform draws in [0, 1), by the inverse CDF."""
-    return math.sqrt(2) * torch.erfinv(2 * draws.clamp(_SMALLEST_DRAW, 1 - _SMALLEST_DRAW) - 1)
 
 
 # ----------------------------------------------------------------------------- jigsaw permutations

@@ -26,6 +26,7 @@ its config (and the tokenizer or image processor), so a checkpoint records how i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,15 @@ def uniform_draws_of_this_process(rows: int, columns: int, device: torch.device 
     draws = torch.rand(distributed.world_size() * rows, columns, device=device, dtype=torch.float32)
     process = distributed.rank()
     return draws[process * rows : (process + 1) * rows]
+
+
+_SMALLEST_DRAW = 1e-7  # keeps the inverse normal CDF finite at a draw of exactly 0
+
+
+def normal_from_uniform(draws: torch.Tensor) -> torch.Tensor:
+    """Standard normal values from uniform draws in [0, 1), by the inverse CDF (so Gaussian noise can come from
+    :func:`uniform_draws_of_this_process` too)."""
+    return math.sqrt(2) * torch.erfinv(2 * draws.clamp(_SMALLEST_DRAW, 1 - _SMALLEST_DRAW) - 1)
 
 
 class BatchTransform:
